@@ -1,0 +1,1 @@
+"""Networks, replay, learning, acting, evaluation and the training loop."""

@@ -1,0 +1,101 @@
+"""The actor: steps every game's vector env with one batched policy forward.
+
+Split into `act` (forward + send actions) and `recv` (collect results) so the learner can run
+while the C++ emulator threads step. What it hands on is an `ActorStep`: per env, the newest
+frame the action was chosen on, the action, and its raw outcome, which is exactly one replay slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from agents.learner import greedy_actions
+from envs import FRAMESKIP, Protocol, make_env
+
+
+@dataclass
+class ActorStep:
+    """One vector step of all games; arrays are [num_games * envs_per_game], game-major."""
+
+    frame: np.ndarray  # uint8 [N, 84, 84]: newest frame of the observation acted on
+    action: np.ndarray
+    reward: np.ndarray  # raw game reward
+    terminated: np.ndarray
+    truncated: np.ndarray
+    first: np.ndarray  # the observation acted on starts an episode
+    frames: np.ndarray  # [num_games] emulator frames this step advanced each game
+    episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (game, return, frames)
+
+
+def linear_epsilon(frames: np.ndarray, start: float, end: float, decay_frames: float) -> np.ndarray:
+    """Per-game epsilon, linear from `start` to `end` over `decay_frames` of that game's frames."""
+    fraction = np.clip(np.asarray(frames, dtype=np.float64) / max(decay_frames, 1.0), 0.0, 1.0)
+    return start + fraction * (end - start)
+
+
+class Actor:
+    """Owns one ale-py `AtariVectorEnv` per game and each env's episode bookkeeping."""
+
+    def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
+                 env_threads: int = 1, device: str | torch.device = "cpu"):
+        self.games = games
+        self.envs_per_game = envs_per_game
+        self.device = torch.device(device)
+        self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
+        self.action_counts = [int(env.single_action_space.n) for env in self.envs]
+        # distinct, reproducible emulator seeds per game and env
+        self.obs = np.concatenate([env.reset(seed=seed * 100_003 + i * envs_per_game)[0]
+                                   for i, env in enumerate(self.envs)])
+        n = len(self.obs)
+        self.game_ids = np.repeat(np.arange(len(games)), envs_per_game)
+        self._game_ids_t = torch.from_numpy(self.game_ids).to(self.device)
+        self._actions_per_env = np.array(self.action_counts)[self.game_ids]
+        self.first = np.ones(n, dtype=bool)
+        self.final = np.zeros(n, dtype=bool)  # the current observation ends an episode
+        self.returns = np.zeros(n, dtype=np.float64)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+        self._pending: np.ndarray | None = None
+
+    def act(self, network, epsilon: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy actions (epsilon per game) from one forward over all envs; sent at once."""
+        actions = greedy_actions(network, self.obs, self._game_ids_t, self.device)
+        explore = self.rng.random(len(actions)) < np.asarray(epsilon)[self.game_ids]
+        random_actions = self.rng.integers(0, self._actions_per_env)
+        actions = np.where(explore, random_actions, actions).astype(np.int64)
+        for i, env in enumerate(self.envs):
+            env.send(actions[i * self.envs_per_game:(i + 1) * self.envs_per_game])
+        self._pending = actions
+        return actions
+
+    def recv(self) -> ActorStep:
+        """Collect the step started by `act` and advance each env's episode bookkeeping."""
+        results = [env.recv() for env in self.envs]
+        next_obs = np.concatenate([r[0] for r in results])
+        reward = np.concatenate([r[1] for r in results]).astype(np.float32)
+        terminated = np.concatenate([r[2] for r in results])
+        truncated = np.concatenate([r[3] for r in results])
+        applied = ~self.final  # on a final observation ale-py resets instead of acting
+        step = ActorStep(
+            frame=self.obs[:, -1], action=self._pending, reward=reward, terminated=terminated,
+            truncated=truncated, first=self.first,
+            frames=np.bincount(self.game_ids, weights=applied, minlength=len(self.games)).astype(np.int64) * FRAMESKIP,
+        )
+        self.returns += reward
+        self.lengths += applied
+        done = terminated | truncated
+        for i in np.flatnonzero(done):
+            step.episodes.append((int(self.game_ids[i]), float(self.returns[i]), int(self.lengths[i]) * FRAMESKIP))
+        self.returns[done] = 0.0
+        self.lengths[done] = 0
+        self.first = self.final.copy()
+        self.final = done
+        self.obs = next_obs
+        return step
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

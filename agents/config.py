@@ -1,0 +1,200 @@
+"""Training configuration: one typed dataclass, one docstring per field (shown by `mtdqn train -h`).
+
+Budgets and intervals count emulator frames per game (4 per agent step), the unit of the Atari
+literature; learner periods count gradient updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+
+@dataclass
+class TrainConfig:
+    suite: str = "atari5"
+    """Suite name (atari5, atari10, atari26, atari57) or comma-separated game ids (pong,breakout)."""
+    frames_per_game: int = 250_000
+    """Emulator frames to train on, per game (4 per agent step)."""
+    seed: int = 0
+    """Seed for torch, numpy and the emulators."""
+    protocol: Literal["machado", "classic"] = "machado"
+    """machado: sticky actions 0.25, no no-ops; classic: no sticky actions, up to 30 no-op starts."""
+    max_episode_frames: int = 108_000
+    """Episode cap in emulator frames (both protocols use 108,000: 30 minutes of play)."""
+    envs_per_game: int = 4
+    """Parallel emulators per game."""
+    env_threads: int = 0
+    """C++ threads per game's vector env; 0 picks ceil(envs_per_game * games / 2) capped at the CPU count."""
+    threads: int = 1
+    """Torch intra-op threads. 1 is the safe choice on 2 cores (the env threads need the other)."""
+    device: str = "cpu"
+    """Torch device for the network: cpu, cuda or cuda:N."""
+
+    replay_size: int = 100_000
+    """Transitions kept per game (about 7 KB each: frames are stored once)."""
+    replay_balance: Literal["equal", "proportional"] = "equal"
+    """equal: every ready game gets the same share of each batch; proportional: by stored transitions."""
+    batch_size: int = 32
+    """Transitions per gradient update, split across games."""
+    learning_rate: float = 1e-4
+    """Adam learning rate."""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 3
+    """Steps in the multi-step return."""
+    train_frequency: int = 4
+    """Agent steps (summed over all games and envs) per gradient update."""
+    target_update_period: int = 2_000
+    """Gradient updates between target-network syncs."""
+    learning_starts: int = 20_000
+    """Frames per game collected before learning starts."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clipping threshold."""
+    reward_clip: bool = True
+    """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
+    dueling: bool = False
+    """Dueling heads: per-game value and advantage streams."""
+    epsilon_start: float = 1.0
+    """Initial exploration rate."""
+    epsilon_end: float = 0.01
+    """Final exploration rate."""
+    exploration_fraction: float = 0.1
+    """Fraction of frames_per_game over which epsilon decays linearly, per game."""
+
+    eval_interval: int = 100_000
+    """Frames per game between evaluations (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per game at each evaluation."""
+    eval_epsilon: float = 0.001
+    """Exploration rate during evaluation."""
+    checkpoint_interval: int = 100_000
+    """Frames per game between checkpoints (one is always written at the end)."""
+    log_interval: int = 10_000
+    """Frames per game between metric logs."""
+
+    out: str = "runs/mtdqn"
+    """Run folder: config, command, metrics, evaluations, checkpoints/."""
+    track: bool = False
+    """Log to Weights & Biases (offline when there is no API key or network)."""
+    wandb_project: str = "mtdqn"
+    """W&B project."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team)."""
+    wandb_group: str | None = None
+    """W&B group, e.g. to gather seeds of one experiment."""
+    config: str | None = None
+    """YAML file of options; flags on the command line override it."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+class ConfigError(ValueError):
+    """A bad option value or config file; the message names it and what would be valid."""
+
+
+_POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
+             "train_frequency", "target_update_period", "eval_episodes", "log_interval")
+_NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval")
+_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise ConfigError on the first value no run could use."""
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    for name in _UNIT_INTERVAL:
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
+    for name in ("learning_rate", "adam_eps", "max_grad_norm"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    check_device(cfg.device)
+    return cfg
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}: use cpu, cuda or cuda:N")
+
+
+def from_yaml(path: str) -> dict:
+    """Options from a YAML mapping, with typos and wrong types refused before anything runs."""
+    import difflib
+    import typing
+    from pathlib import Path
+
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must be a mapping of option: value")
+    hints = typing.get_type_hints(TrainConfig)
+    names = TrainConfig.field_names()
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names or name == "config":
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown option {key!r} in {path}{hint}")
+        if not _type_ok(value, hints[name]):
+            raise ConfigError(f"option {key!r} in {path} has {type(value).__name__} value {value!r}, "
+                              f"expected {_type_name(hints[name])}")
+        out[name] = float(value) if hints[name] is float else value
+    return out
+
+
+def _type_ok(value, hint) -> bool:
+    import typing
+
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    return any(_type_ok(value, h) if h is not type(None) else value is None for h in typing.get_args(hint))
+
+
+def _type_name(hint) -> str:
+    import typing
+
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_args(hint):
+        return " or ".join("null" if a is type(None) else a.__name__ for a in typing.get_args(hint))
+    return hint.__name__

@@ -1,0 +1,166 @@
+"""Evaluation: run episodes per game, score them, write the report.
+
+Used by `mtdqn evaluate` and by training's periodic evaluation, so both report the same numbers.
+Each game gets `episodes` envs that each play exactly one episode from its own seed, all games
+stepping together with one batched forward per step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.learner import greedy_actions
+from envs import Protocol, aggregate_hns, hns, make_env
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones
+
+
+def _epsilon_greedy(network, obs, game_ids_t, num_actions, epsilon, rng, device) -> np.ndarray:
+    actions = greedy_actions(network, obs, game_ids_t, device)
+    explore = rng.random(len(actions)) < epsilon
+    return np.where(explore, rng.integers(0, num_actions), actions).astype(np.int64)
+
+
+def run_episodes(network, games: list[str], game_ids: list[int], protocol: Protocol, episodes: int,
+                 epsilon: float, seed: int, device="cpu", env_threads: int = 1) -> dict[str, np.ndarray]:
+    """Raw episode returns, [episodes] per game; game_ids index the network's heads."""
+    device = torch.device(device)
+    envs = [make_env(g, episodes, protocol, num_threads=env_threads) for g in games]
+    obs = np.concatenate([env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + i * episodes)[0]
+                          for i, env in enumerate(envs)])
+    head = np.repeat(np.asarray(game_ids), episodes)
+    head_t = torch.from_numpy(head).to(device)
+    num_actions = np.repeat([int(env.single_action_space.n) for env in envs], episodes)
+    returns = np.zeros(len(head))
+    running = np.ones(len(head), dtype=bool)
+    rng = np.random.default_rng(EVAL_SEED_OFFSET + seed)
+    network.eval()
+    while running.any():
+        actions = _epsilon_greedy(network, obs, head_t, num_actions, epsilon, rng, device)
+        for i, env in enumerate(envs):
+            env.send(actions[i * episodes:(i + 1) * episodes])
+        results = [env.recv() for env in envs]
+        obs = np.concatenate([r[0] for r in results])
+        returns += np.concatenate([r[1] for r in results]) * running
+        done = np.concatenate([r[2] | r[3] for r in results])
+        running &= ~done
+    network.train()
+    for env in envs:
+        env.close()
+    return {g: returns[i * episodes:(i + 1) * episodes] for i, g in enumerate(games)}
+
+
+def record_video(network, game: str, game_id: int, protocol: Protocol, epsilon: float, seed: int,
+                 path: Path, device="cpu") -> float:
+    """Play one episode and write it as MP4 in full-size colour; returns its score.
+
+    A colour env runs the same emulation in lockstep with the grayscale one the network sees
+    (same seed, same actions: ALE is deterministic), so the video shows exactly the scored episode.
+    """
+    import imageio.v2 as imageio
+
+    device = torch.device(device)
+    env, rgb_env = make_env(game, 1, protocol), make_env(game, 1, protocol, rgb=True)
+    run_seed = EVAL_SEED_OFFSET + seed * 1000 + 999
+    obs, _ = env.reset(seed=run_seed)
+    rgb, _ = rgb_env.reset(seed=run_seed)
+    head = torch.tensor([game_id], device=device)
+    rng = np.random.default_rng(run_seed)
+    frames, score, done = [rgb[0, 0]], 0.0, False
+    network.eval()
+    while not done:
+        action = _epsilon_greedy(network, obs, head, np.array([int(env.single_action_space.n)]), epsilon, rng, device)
+        obs, reward, term, trunc, _ = env.step(action)
+        rgb, *_ = rgb_env.step(action)
+        frames.append(rgb[0, 0])
+        score += float(reward[0])
+        done = bool(term[0] or trunc[0])
+    network.train()
+    env.close()
+    rgb_env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=15, macro_block_size=1)  # 60 Hz / frameskip 4
+    return score
+
+
+def summarize(returns: dict[str, np.ndarray], *, protocol: Protocol, epsilon: float,
+              frames: dict[str, int] | None = None, source: str | None = None) -> dict:
+    """Per-game raw score and HNS records plus rliable aggregates over games with a reference."""
+    records, with_ref = [], []
+    for game, scores in returns.items():
+        record = {"game": game, "episodes": int(len(scores)), "frames": (frames or {}).get(game),
+                  "raw_mean": float(np.mean(scores)), "raw_std": float(np.std(scores)),
+                  "raw_min": float(np.min(scores)), "raw_max": float(np.max(scores))}
+        episode_hns = hns(game, scores)
+        if episode_hns is not None:
+            record["hns"] = float(np.mean(episode_hns))
+            with_ref.append(episode_hns)
+        records.append(record)
+    aggregate = {"games_with_reference": len(with_ref)}
+    if with_ref and len({len(s) for s in with_ref}) == 1:
+        aggregate.update(aggregate_hns(np.stack(with_ref, axis=1)))
+    return {"source": source, "protocol": protocol.to_dict(), "epsilon": epsilon,
+            "games": records, "aggregate": aggregate}
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| game | frames | episodes | raw mean | raw std | HNS |", "|---|---:|---:|---:|---:|---:|"]
+    for r in report["games"]:
+        hns_text = f"{r['hns']:.3f}" if "hns" in r else "n/a"
+        frames = f"{r['frames']:,}" if r.get("frames") is not None else "?"
+        lines.append(f"| {r['game']} | {frames} | {r['episodes']} | {r['raw_mean']:.1f} | {r['raw_std']:.1f} | {hns_text} |")
+    agg = report["aggregate"]
+    lines.append("")
+    lines.append(f"Aggregate HNS over {agg['games_with_reference']} games (95% stratified-bootstrap CI):")
+    lines.append("")
+    lines.append("| metric | value | 95% CI |")
+    lines.append("|---|---:|---|")
+    for name in ("iqm", "median", "mean"):
+        if name in agg:
+            a = agg[name]
+            lines.append(f"| {name} | {a['value']:.3f} | [{a['ci_low']:.3f}, {a['ci_high']:.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_hns(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["games"] if "hns" in r]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * max(len(rows), 3) + 1.2))
+    if rows:
+        ax.barh([r["game"] for r in rows], [r["hns"] for r in rows], color="tab:blue")
+        ax.axvline(1.0, color="gray", linestyle="--", linewidth=1, label="human")
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.legend(loc="lower right")
+    ax.invert_yaxis()
+    ax.set_xlabel("human-normalized score")
+    iqm = report["aggregate"].get("iqm")
+    title = f"IQM HNS {iqm['value']:.3f}" if iqm else "no game with a human reference"
+    ax.set_title(f"{title} ({report['protocol']['name']} protocol)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
+    """eval.json, eval.csv, eval.md and hns.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: out_dir / f"eval.{k}" for k in ("json", "csv", "md")}
+    paths["png"] = out_dir / "hns.png"
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    fields = ["game", "frames", "episodes", "raw_mean", "raw_std", "raw_min", "raw_max", "hns"]
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(report["games"])
+    paths["md"].write_text(markdown_table(report))
+    plot_hns(report, paths["png"])
+    return paths

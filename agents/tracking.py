@@ -1,0 +1,114 @@
+"""Run logging: always a local `metrics.jsonl`, and W&B when asked.
+
+No W&B failure may stop training: init falls back to offline, then to local-only, with one
+warning, and every later call is guarded the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+class Tracker:
+    """Writes metrics to `run_dir/metrics.jsonl` and mirrors them to a W&B run if there is one."""
+
+    def __init__(self, run_dir: Path, wandb_run=None):
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.wandb = wandb_run
+
+    @classmethod
+    def start(cls, run_dir: Path, config: dict, *, track: bool, project: str, entity: str | None,
+              group: str | None, name: str | None = None) -> "Tracker":
+        if not track:
+            return cls(run_dir)
+        try:
+            import wandb
+
+            if not os.environ.get("WANDB_MODE") and not _has_wandb_credentials():
+                os.environ["WANDB_MODE"] = "offline"
+            run = wandb.init(project=project, entity=entity, group=group, name=name or run_dir.name,
+                             config=config, dir=str(run_dir), job_type="train")
+            for prefix in ("train", "eval", "perf", "replay"):
+                run.define_metric(f"{prefix}/*", step_metric="frames_per_game")
+            if run.settings.mode == "offline" or os.environ.get("WANDB_MODE") == "offline":
+                print(f"W&B is offline; upload later with: wandb sync {run.dir.rsplit('/files', 1)[0]}",
+                      file=sys.stderr)
+            return cls(run_dir, run)
+        except Exception as e:  # never let tracking stop training
+            warnings.warn(f"W&B unavailable ({type(e).__name__}: {e}); logging to {run_dir / 'metrics.jsonl'} only")
+            return cls(run_dir)
+
+    def _wandb_call(self, fn, *args, **kwargs):
+        if self.wandb is None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:
+            warnings.warn(f"W&B call failed ({type(e).__name__}: {e}); W&B logging stops, local logs go on")
+            self.wandb = None
+
+    def log(self, metrics: dict, frames_per_game: int) -> None:
+        row = {"frames_per_game": int(frames_per_game), **{k: _jsonable(v) for k, v in metrics.items()}}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self._wandb_call(self.wandb.log, row)
+
+    def log_evaluation(self, report: dict, paths: dict[str, Path], frames_per_game: int,
+                       videos: dict[str, Path] | None = None) -> None:
+        metrics = {}
+        for r in report["games"]:
+            metrics[f"eval/{r['game']}/raw_mean"] = r["raw_mean"]
+            if "hns" in r:
+                metrics[f"eval/{r['game']}/hns"] = r["hns"]
+        for name in ("iqm", "median", "mean"):
+            if name in report["aggregate"]:
+                metrics[f"eval/hns_{name}"] = report["aggregate"][name]["value"]
+        self.log(metrics, frames_per_game)
+        if self.wandb is None:
+            return
+        import wandb
+
+        columns = ["game", "frames", "episodes", "raw_mean", "raw_std", "hns"]
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in report["games"]])
+        media = {"eval/table": table, "eval/hns_chart": wandb.Image(str(paths["png"])),
+                 "frames_per_game": int(frames_per_game)}
+        for game, path in (videos or {}).items():
+            media[f"eval/{game}/video"] = wandb.Video(str(path), format="mp4")
+        self._wandb_call(self.wandb.log, media)
+
+    def log_checkpoint(self, path: Path, frames_per_game: int) -> None:
+        if self.wandb is None:
+            return
+        import wandb
+
+        def upload():
+            artifact = wandb.Artifact(f"{self.wandb.id}-checkpoint", type="model",
+                                      metadata={"frames_per_game": int(frames_per_game)})
+            artifact.add_file(str(path))
+            self.wandb.log_artifact(artifact, aliases=["latest", f"frames-{frames_per_game}"])
+
+        self._wandb_call(upload)
+
+    def finish(self) -> None:
+        self._wandb_call(lambda: self.wandb.finish())

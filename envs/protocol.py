@@ -1,0 +1,61 @@
+"""Evaluation protocols and the one place that builds ale-py vector envs.
+
+Every run, checkpoint and evaluation records its protocol, because scores under sticky actions
+(Machado et al. 2018) and under no-op starts (Mnih et al. 2015) are not comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ale_py.vector_env import AtariVectorEnv
+
+FRAMESKIP = 4  # emulator frames per agent step; budgets count emulator frames
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    repeat_action_probability: float
+    noop_max: int
+    max_frames_per_episode: int = 108_000
+    full_action_space: bool = False
+    episodic_life: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROTOCOLS = {
+    # Machado et al. 2018: sticky actions, no life-loss terminals, 30-minute cap, minimal actions.
+    "machado": Protocol("machado", repeat_action_probability=0.25, noop_max=0),
+    # DQN Nature: deterministic emulator, up to 30 no-op actions at the start of each episode.
+    "classic": Protocol("classic", repeat_action_probability=0.0, noop_max=30),
+}
+
+
+def make_env(game: str, num_envs: int, protocol: Protocol, num_threads: int = 1,
+             rgb: bool = False) -> AtariVectorEnv:
+    """ale-py's C++ vector env for one game: frameskip 4, max-pool, 84x84 gray, 4-stack.
+
+    Rewards come back raw (`reward_clipping=False`) so episode returns are game scores; the learner
+    clips. With `rgb=True` it returns full-size colour frames (for videos) of the same emulation.
+    """
+    env = AtariVectorEnv(
+        game, num_envs, num_threads=num_threads, frameskip=FRAMESKIP,
+        repeat_action_probability=protocol.repeat_action_probability,
+        noop_max=protocol.noop_max, max_num_frames_per_episode=protocol.max_frames_per_episode,
+        full_action_space=protocol.full_action_space, episodic_life=protocol.episodic_life,
+        reward_clipping=False, use_fire_reset=False,
+        **({"grayscale": False, "img_height": 210, "img_width": 160, "stack_num": 1} if rgb else {}),
+    )
+    return env
+
+
+def num_actions(game: str, protocol: Protocol) -> int:
+    """Size of the game's action set under `protocol` (minimal unless full_action_space)."""
+    env = make_env(game, 1, protocol)
+    n = int(env.single_action_space.n)
+    env.close()
+    return n
+

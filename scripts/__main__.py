@@ -1,0 +1,5 @@
+"""`python -m scripts ...` is `mtdqn ...`."""
+
+from scripts.cli import main
+
+main()

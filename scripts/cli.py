@@ -1,0 +1,49 @@
+"""`mtdqn` entry point: dispatch to a subcommand; bad input ends in one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "train": "Train one agent across a suite of games.",
+    "evaluate": "Evaluate a checkpoint: per-game scores, HNS and aggregates.",
+    "suites": "List the named suites (and, with --all, every game id).",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def fail(message: str) -> None:
+    print(f"mtdqn: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def usage() -> str:
+    lines = ["usage: mtdqn <command> [options]   (mtdqn <command> -h for its options)", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
+    from envs import GameError
+    from agents.checkpoint import CheckpointError
+
+    try:
+        if command == "train":
+            from scripts.train import main as run
+        elif command == "evaluate":
+            from scripts.evaluate import main as run
+        else:
+            from scripts.suites import main as run
+        run(rest)
+    except (UsageError, GameError, CheckpointError) as e:
+        fail(str(e))

@@ -1,0 +1,104 @@
+"""`mtdqn evaluate CHECKPOINT`: per-game raw scores and HNS, rliable aggregates, table, chart, videos."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+
+from agents import checkpoint
+from agents.config import ConfigError, check_device
+from agents.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
+from agents.network import MultiHeadQNetwork
+from envs import PROTOCOLS, Protocol, check_game
+from scripts.cli import UsageError
+
+
+@dataclass
+class EvaluateArgs:
+    checkpoint: tyro.conf.Positional[str]
+    """A .pt file from a run's checkpoints/ folder, or a run folder (its newest checkpoint)."""
+    episodes: int = 10
+    """Episodes per game."""
+    games: str | None = None
+    """Comma-separated subset of the checkpoint's games (default: all of them)."""
+    epsilon: float = 0.001
+    """Exploration rate while evaluating."""
+    protocol: Literal["checkpoint", "machado", "classic"] = "checkpoint"
+    """Protocol to evaluate under; `checkpoint` uses the one the agent was trained with."""
+    max_episode_frames: int | None = None
+    """Override the protocol's episode cap in emulator frames (recorded in the report)."""
+    video: bool = False
+    """Also write one MP4 episode per game into OUT/videos/."""
+    out: str | None = None
+    """Output folder (default: <run>/evals/<checkpoint name>-evaluate/)."""
+    seed: int = 0
+    """Seed for the evaluation emulators and exploration."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda or cuda:N."""
+    threads: int = 1
+    """Torch intra-op threads."""
+
+
+def load_network(state: dict, path: str, device) -> MultiHeadQNetwork:
+    """Rebuild the checkpoint's network; a state that does not fit is another architecture."""
+    try:
+        network = MultiHeadQNetwork(state["action_counts"], dueling=bool(state["config"]["dueling"]))
+        network.load_state_dict(state["learner"]["online"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path!r} does not fit this mtdqn's network ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+    return network.to(device)
+
+
+def main(argv: list[str]) -> None:
+    args = tyro.cli(EvaluateArgs, args=argv, prog="mtdqn evaluate",
+                    description="Evaluate a checkpoint per game: raw score, HNS, IQM/median/mean with CIs.")
+    if args.episodes <= 0:
+        raise UsageError(f"--episodes must be a positive integer, got {args.episodes}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise UsageError(f"--epsilon must be in [0, 1], got {args.epsilon}")
+    try:
+        check_device(args.device)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if Path(args.checkpoint).is_dir():
+        newest = checkpoint.latest(Path(args.checkpoint))
+        if newest is None:
+            raise UsageError(f"run folder {args.checkpoint!r} has no checkpoints/frames_*.pt yet")
+        args.checkpoint = str(newest)
+    state = checkpoint.load(args.checkpoint)
+    trained = list(state["games"])
+    games = trained
+    if args.games:
+        games = [g.strip() for g in args.games.split(",")]
+        for g in games:
+            check_game(g)
+            if g not in trained:
+                raise UsageError(f"game {g!r} is not in this checkpoint; it was trained on: {','.join(trained)}")
+    torch.set_num_threads(args.threads)
+    network = load_network(state, args.checkpoint, args.device)
+    protocol = Protocol(**state["protocol"]) if args.protocol == "checkpoint" else PROTOCOLS[args.protocol]
+    if args.max_episode_frames is not None:
+        if args.max_episode_frames <= 0:
+            raise UsageError(f"--max-episode-frames must be a positive integer, got {args.max_episode_frames}")
+        protocol = replace(protocol, max_frames_per_episode=args.max_episode_frames)
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.parent.parent / "evals" / f"{ckpt.stem}-evaluate"
+    game_ids = [trained.index(g) for g in games]
+    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device)
+    frames = dict(zip(trained, state["frames"]))
+    report = summarize(returns, protocol=protocol, epsilon=args.epsilon,
+                       frames={g: frames[g] for g in games}, source=str(ckpt))
+    paths = write_report(report, out)
+    if args.video:
+        for g, gid in zip(games, game_ids):
+            record_video(network, g, gid, protocol, args.epsilon, args.seed, out / "videos" / f"{g}.mp4", args.device)
+    print(markdown_table(report))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}" + (f" and {out / 'videos'}/" if args.video else ""),
+          file=sys.stderr)

@@ -1,0 +1,55 @@
+"""Evaluation: one episode per env, deterministic per seed, HNS records, colour video in lockstep."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from agents.evaluation import run_episodes, summarize, write_report
+from agents.network import MultiHeadQNetwork
+from envs import PROTOCOLS, hns, make_env
+
+SHORT = replace(PROTOCOLS["machado"], max_frames_per_episode=1200)
+
+
+def test_runs_exactly_the_asked_episodes_and_is_deterministic_per_seed():
+    net = MultiHeadQNetwork([9, 6])
+    first = run_episodes(net, ["ms_pacman", "pong"], [0, 1], SHORT, episodes=3, epsilon=0.5, seed=4)
+    again = run_episodes(net, ["ms_pacman", "pong"], [0, 1], SHORT, episodes=3, epsilon=0.5, seed=4)
+    assert list(first) == ["ms_pacman", "pong"] and all(len(v) == 3 for v in first.values())
+    for game in first:
+        np.testing.assert_array_equal(first[game], again[game])
+    assert first["ms_pacman"].min() >= 0 and first["pong"].max() <= 0  # pong at 300 steps: no point won
+
+
+def test_summary_records_hns_only_for_games_with_a_reference(tmp_path):
+    returns = {"pong": np.array([-21.0, -19.0]), "adventure": np.array([0.0, 1.0])}
+    report = summarize(returns, protocol=SHORT, epsilon=0.001, frames={"pong": 400, "adventure": 400})
+    pong, adventure = report["games"]
+    assert pong["raw_mean"] == -20.0 and pong["raw_std"] == 1.0 and pong["frames"] == 400
+    assert pong["hns"] == pytest.approx(float(hns("pong", -20.0)))
+    assert "hns" not in adventure and adventure["raw_mean"] == 0.5
+    assert report["aggregate"]["games_with_reference"] == 1
+    assert report["aggregate"]["mean"]["value"] == pytest.approx(pong["hns"])
+    paths = write_report(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["games"][1]["game"] == "adventure"
+    assert paths["csv"].read_text().splitlines()[0] == "game,frames,episodes,raw_mean,raw_std,raw_min,raw_max,hns"
+    assert "| adventure | 400 | 2 | 0.5 | 0.5 | n/a |" in paths["md"].read_text()
+
+
+def test_colour_env_replays_the_same_emulation_as_the_grayscale_one():
+    gray, rgb = make_env("ms_pacman", 1, PROTOCOLS["machado"]), make_env("ms_pacman", 1, PROTOCOLS["machado"], rgb=True)
+    gray_obs, gray_info = gray.reset(seed=11)
+    rgb_obs, rgb_info = rgb.reset(seed=11)
+    assert rgb_obs.shape == (1, 1, 210, 160, 3)
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for _ in range(400):
+        action = rng.integers(0, 9, size=1)
+        g = gray.step(action)
+        c = rgb.step(action)
+        assert all(np.array_equal(x, y) for x, y in zip(g[1:4], c[1:4]))  # reward, terminated, truncated
+        assert g[4]["lives"] == c[4]["lives"] and g[4]["frame_number"] == c[4]["frame_number"]
+        total += float(g[1][0])
+    assert total > 0  # rewards happened, so the comparison above meant something

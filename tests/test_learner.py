@@ -1,0 +1,100 @@
+"""Learner: Double-DQN n-step targets by hand, equal-weight per-game losses, and learning."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents.learner import DQNLearner
+from agents.network import MultiHeadQNetwork
+from agents.replay import Batch, GameReplay, TaskBalancedReplay
+
+
+def constant_q_learner(values: list[list[float]], gamma=0.9, reward_clip=True) -> DQNLearner:
+    """Q(s, a) = values[game][a] for every s: zero head weights, biases set."""
+    net = MultiHeadQNetwork([len(v) for v in values])
+    with torch.no_grad():
+        net.heads.weight.zero_()
+        net.heads.bias.copy_(torch.tensor([x for v in values for x in v]))
+    return DQNLearner(net, gamma=gamma, reward_clip=reward_clip)
+
+
+def batch(rewards, terminated, steps, game, action=None) -> Batch:
+    n = len(game)
+    return Batch(obs=np.zeros((n, 4, 84, 84), np.uint8), action=np.array(action or [0] * n),
+                 rewards=np.array(rewards, np.float32), terminated=np.array(terminated),
+                 steps=np.array(steps), next_obs=np.zeros((n, 4, 84, 84), np.uint8), game=np.array(game))
+
+
+def test_n_step_double_dqn_targets_by_hand():
+    learner = constant_q_learner([[0.5, 2.0, 1.0], [3.0, -1.0]])
+    # online and target agree at start; make the target differ to see Double DQN's choice
+    with torch.no_grad():
+        learner.target.heads.bias.copy_(torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0]))
+    b = batch(rewards=[[1.0, 5.0, 0.5], [-3.0, 0.0, 0.0], [0.2, 0.0, 0.0]], terminated=[False, True, False],
+              steps=[3, 1, 1], game=[0, 1, 1])
+    obs, action, rewards, terminated, steps, next_obs, game = learner._tensors(b)
+    target = learner.td_targets(rewards, terminated, steps, next_obs, game)
+    # game 0: clipped rewards 1, 1, 0.5; online argmax is action 1 -> target net's 20
+    expected0 = 1 + 0.9 * 1 + 0.81 * 0.5 + 0.9 ** 3 * 20.0
+    expected1 = -1.0  # terminated: clipped reward only
+    expected2 = 0.2 + 0.9 * 40.0  # game 1: online argmax is action 0 -> target's 40
+    torch.testing.assert_close(target, torch.tensor([expected0, expected1, expected2]))
+
+
+def test_unclipped_rewards_when_clipping_is_off():
+    learner = constant_q_learner([[0.0, 0.0]], reward_clip=False)
+    b = batch(rewards=[[5.0, -2.0, 0.0]], terminated=[True], steps=[2], game=[0])
+    target = learner.td_targets(*learner._tensors(b)[2:])
+    torch.testing.assert_close(target, torch.tensor([5.0 - 0.9 * 2.0]))
+
+
+def test_per_game_losses_have_equal_weight_whatever_their_sample_counts():
+    learner = constant_q_learner([[0.0, 0.0], [0.0, 0.0]])
+    # game 0: 3 samples with TD error 0.5 (huber 0.125); game 1: 1 sample with error 3 (huber 2.5)
+    b = batch(rewards=[[0.5, 0, 0]] * 3 + [[1.0, 0, 0]], terminated=[True] * 4, steps=[1] * 4, game=[0, 0, 0, 1])
+    learner.reward_clip = False
+    b.rewards[3, 0] = 3.0
+    out = learner.update(b)
+    torch.testing.assert_close(out["per_game_loss"], torch.tensor([0.125, 2.5]))
+    torch.testing.assert_close(out["loss"], torch.tensor((0.125 + 2.5) / 2))
+
+
+def test_target_network_syncs_every_period():
+    learner = constant_q_learner([[0.0, 0.0]])
+    learner.target_update_period = 3
+    b = batch(rewards=[[1.0, 0, 0]], terminated=[True], steps=[1], game=[0])
+    before = learner.target.heads.bias.clone()
+    for _ in range(2):
+        learner.update(b)
+    torch.testing.assert_close(learner.target.heads.bias, before)
+    learner.update(b)
+    torch.testing.assert_close(learner.target.heads.bias, learner.online.heads.bias)
+
+
+def test_agent_learns_each_tasks_best_action():
+    """Three one-step tasks with different action sets; each rewards a different action."""
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    action_counts, best = [4, 6, 9], [1, 4, 7]
+    replay = TaskBalancedReplay(3, capacity_per_game=4000, lanes=1, n_step=3, seed=0)
+    for g, n in enumerate(action_counts):
+        pattern = np.full((1, 84, 84), 40 * (g + 1), np.uint8)
+        pattern[0, 10 * g:10 * g + 20, :] = 255  # each task looks different
+        for _ in range(1500):  # one-step episodes: act, terminate, then the final frame slot
+            a = rng.integers(n)
+            replay.add(g, pattern, np.array([a]), np.array([float(a == best[g])]), np.array([True]),
+                       np.array([False]), np.array([True]))
+            replay.add(g, pattern, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
+                       np.array([False]))
+    learner = DQNLearner(MultiHeadQNetwork(action_counts), learning_rate=5e-4, target_update_period=100)
+    ready = replay.ready_games(1)
+    for _ in range(400):
+        learner.update(replay.sample(48, ready))
+    obs = np.stack([replay.games[g].stack(np.array([0]), np.array([0]))[0] for g in range(3)])
+    with torch.no_grad():
+        q = learner.online(torch.from_numpy(obs), torch.arange(3))
+    assert q.argmax(1).tolist() == best
+    for g, n in enumerate(action_counts):  # Q of the best action near 1, the others near 0
+        assert q[g, best[g]].item() == pytest.approx(1.0, abs=0.2)
+        others = [a for a in range(n) if a != best[g]]
+        assert q[g, others].abs().max().item() < 0.2
