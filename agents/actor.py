@@ -40,14 +40,15 @@ class Actor:
     """Owns one ale-py `AtariVectorEnv` per game and each env's episode bookkeeping."""
 
     def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
-                 env_threads: int = 1, device: str | torch.device = "cpu"):
+                 env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None):
         self.games = games
         self.envs_per_game = envs_per_game
         self.device = torch.device(device)
         self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
         self.action_counts = [int(env.single_action_space.n) for env in self.envs]
         # distinct, reproducible emulator seeds per game and env
-        self.obs = np.concatenate([env.reset(seed=seed * 100_003 + i * envs_per_game)[0]
+        env_seed = seed if env_seed is None else env_seed
+        self.obs = np.concatenate([env.reset(seed=env_seed * 100_003 + i * envs_per_game)[0]
                                    for i, env in enumerate(self.envs)])
         n = len(self.obs)
         self.game_ids = np.repeat(np.arange(len(games)), envs_per_game)

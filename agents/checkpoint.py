@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 FORMAT = "mtdqn-checkpoint"
@@ -22,13 +23,13 @@ class CheckpointError(ValueError):
     """The file is missing, unreadable, unsafe, or not a checkpoint of ours."""
 
 
-def save(state: dict, path: Path) -> Path:
-    """Write `state` to `path` via a temp file, fsync and rename: a crash leaves the old file or the new."""
+def atomic_write(path: Path, write) -> Path:
+    """Call `write(file)` on a temp file beside `path`, fsync, rename: a crash leaves the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,6 +42,23 @@ def save(state: dict, path: Path) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def save(state: dict, path: Path) -> Path:
+    return atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+
+
+def save_arrays(arrays: dict[str, np.ndarray], path: Path) -> Path:
+    """Replay contents as an uncompressed .npz (no pickles inside: loads with allow_pickle=False)."""
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as e:
+        raise CheckpointError(f"replay file {str(path)!r} is unreadable ({type(e).__name__})") from None
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -66,7 +84,35 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
+def all_checkpoints(run_dir: Path) -> list[Path]:
+    """`run_dir/checkpoints/frames_*.pt`, oldest first (names carry zero-padded frame counts)."""
+    return sorted((run_dir / "checkpoints").glob("frames_*.pt"))
+
+
 def latest(run_dir: Path) -> Path | None:
-    """The newest checkpoint in `run_dir/checkpoints`, by the frame count in its name."""
-    files = sorted((run_dir / "checkpoints").glob("frames_*.pt"))
+    files = all_checkpoints(run_dir)
     return files[-1] if files else None
+
+
+def newest_intact(run_dir: Path, warn=print) -> tuple[Path, dict] | tuple[None, None]:
+    """The newest checkpoint that loads; broken newer ones are reported and skipped, not deleted."""
+    for path in reversed(all_checkpoints(run_dir)):
+        try:
+            return path, load(path)
+        except CheckpointError as e:
+            warn(f"skipping {e}")
+    return None, None
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints (0: all) and only the newest one's replay; drop stale temp files."""
+    folder = run_dir / "checkpoints"
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    files = all_checkpoints(run_dir)
+    for path in files[:-keep] if keep else []:
+        path.unlink(missing_ok=True)
+    newest = latest(run_dir)
+    for replay in folder.glob("frames_*.replay.npz"):  # replay is large: only the newest checkpoint's
+        if newest is None or replay.name != f"{newest.stem}.replay.npz":
+            replay.unlink(missing_ok=True)

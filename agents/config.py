@@ -72,6 +72,13 @@ class TrainConfig:
     """Exploration rate during evaluation."""
     checkpoint_interval: int = 100_000
     """Frames per game between checkpoints (one is always written at the end)."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept on disk (0: keep all)."""
+    save_replay: bool = False
+    """Also save the replay contents with each checkpoint (~7 KB per transition), so a resumed run
+    learns from the same data instead of refilling learning_starts frames first."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/Inf loss or gradient: stop (diagnostic checkpoint, exit 3) or skip the batch and count it."""
     log_interval: int = 10_000
     """Frames per game between metric logs."""
 
@@ -102,7 +109,7 @@ class ConfigError(ValueError):
 
 _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
              "train_frequency", "target_update_period", "eval_episodes", "log_interval")
-_NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval")
+_NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints")
 _UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon")
 
 

@@ -17,6 +17,14 @@ from agents.network import MultiHeadQNetwork
 from agents.replay import Batch
 
 
+class NonFiniteError(ArithmeticError):
+    """A NaN or Inf in the loss or gradients; names the games and the update."""
+
+    def __init__(self, update: int, games: list[int], what: str):
+        self.update, self.games, self.what = update, games, what
+        super().__init__(f"non-finite {what} at update {update} (game ids {games})")
+
+
 class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
@@ -63,9 +71,15 @@ class DQNLearner:
         per_game = torch.zeros(num_games, device=td.device).index_add_(0, game, td) / count.clamp(min=1)
         present = count > 0
         loss = per_game[present].mean()
+        if not torch.isfinite(loss):  # before any state changes, so the batch can be skipped cleanly
+            bad = (present & ~torch.isfinite(per_game)).nonzero().flatten().tolist()
+            raise NonFiniteError(self.updates + 1, bad, "TD loss (targets or Q-values)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(self.updates + 1, present.nonzero().flatten().tolist(), "gradient")
         self.optimizer.step()
         self.updates += 1
         if self.updates % self.target_update_period == 0:
@@ -81,7 +95,8 @@ class DQNLearner:
     def load_state_dict(self, state: dict) -> None:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # torch keeps the given moment tensors (no copy): a deep copy keeps `state` reusable
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.updates = int(state["updates"])
 
 

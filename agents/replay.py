@@ -73,6 +73,20 @@ class GameReplay:
         self.cursor = (t + 1) % self.slots
         self.added += 1
 
+    ARRAYS = ("frames", "action", "reward", "terminated", "truncated", "first")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Contents and cursor; slots never written are saved too (zeros), keeping the layout exact."""
+        return {**{k: getattr(self, k) for k in self.ARRAYS},
+                "cursor": np.array(self.cursor), "added": np.array(self.added)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for k in self.ARRAYS:
+            if state[k].shape != getattr(self, k).shape:
+                raise ValueError(f"saved replay {k} has shape {state[k].shape}, expected {getattr(self, k).shape}")
+            getattr(self, k)[...] = state[k]
+        self.cursor, self.added = int(state["cursor"]), int(state["added"])
+
     def _valid_range(self) -> tuple[int, int]:
         """Start slots [lo, lo + count) (mod slots) whose stack and n next slots are written."""
         if self.added <= self.slots:
@@ -145,6 +159,14 @@ class TaskBalancedReplay:
         self.games = [GameReplay(capacity_per_game, lanes, n_step) for _ in range(num_games)]
         self.balance = balance
         self.rng = np.random.default_rng(seed)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat {"<game>/<array>": array} for np.savez; the sampling RNG is saved with the checkpoint."""
+        return {f"{g}/{k}": v for g, game in enumerate(self.games) for k, v in game.state_dict().items()}
+
+    def load_state_dict(self, state) -> None:
+        for g, game in enumerate(self.games):
+            game.load_state_dict({k: state[f"{g}/{k}"] for k in (*GameReplay.ARRAYS, "cursor", "added")})
 
     def add(self, game_id: int, frame, action, reward, terminated, truncated, first) -> None:
         self.games[game_id].add(frame, action, reward, terminated, truncated, first)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -22,7 +25,7 @@ from agents import checkpoint
 from agents.actor import Actor, linear_epsilon
 from agents.config import TrainConfig
 from agents.evaluation import run_episodes, summarize, write_report
-from agents.learner import DQNLearner
+from agents.learner import DQNLearner, NonFiniteError
 from agents.network import MultiHeadQNetwork
 from agents.replay import TaskBalancedReplay
 from agents.tracking import Tracker
@@ -43,10 +46,14 @@ def auto_env_threads(num_games: int, envs_per_game: int) -> int:
     return max(1, min(envs_per_game, math.ceil(cores / num_games)))
 
 
-class Trainer:
-    """Holds the run's components; `run()` trains to the frame budget."""
+class TrainingStopped(RuntimeError):
+    """Training stopped on a numerical fault; the message names the games, update and diagnostic file."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None):
+
+class Trainer:
+    """Holds the run's components; `run()` trains to the frame budget. `state` resumes a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None, state: dict | None = None):
         self.cfg = cfg
         self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
@@ -54,8 +61,11 @@ class Trainer:
         self.protocol = replace(PROTOCOLS[cfg.protocol], max_frames_per_episode=cfg.max_episode_frames)
         torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
+        resumed_frames = min(state["frames"]) if state else 0
         env_threads = cfg.env_threads or auto_env_threads(len(self.games), cfg.envs_per_game)
-        self.actor = Actor(self.games, cfg.envs_per_game, self.protocol, cfg.seed, env_threads, cfg.device)
+        # a resumed run starts fresh episodes (emulator state is not saved), from seeds of its own
+        self.actor = Actor(self.games, cfg.envs_per_game, self.protocol, cfg.seed, env_threads, cfg.device,
+                           env_seed=cfg.seed + resumed_frames)
         network = MultiHeadQNetwork(self.actor.action_counts, dueling=cfg.dueling)
         self.learner = DQNLearner(
             network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
@@ -65,73 +75,111 @@ class Trainer:
                                          balance=cfg.replay_balance, seed=cfg.seed)
         self.frames = np.zeros(len(self.games), dtype=np.int64)
         self.episodes = np.zeros(len(self.games), dtype=np.int64)
-        self.last_report: dict | None = None
+        self.update_credit = 0.0
+        self.skipped_batches = 0
+        self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
+        self.stop_signal: str | None = None
+        if state:
+            self.restore(state)
+        else:
+            self.tracker.truncate_after(0)  # a run restarted from nothing keeps no stale rows
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
-        cfg, G = self.cfg, len(self.games)
+        cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
         budget = cfg.frames_per_game
-        next_log = cfg.log_interval
-        next_eval = cfg.eval_interval or budget
-        next_ckpt = cfg.checkpoint_interval or budget
-        update_credit = 0.0
+        next_log, next_eval, next_ckpt = (_next_multiple(self.frames.min(), i or budget)
+                                          for i in (cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval))
         window = _Window(G)
         recent_return = [math.nan] * G
-        start, last_time, last_frames = time.perf_counter(), time.perf_counter(), 0
-        bar = tqdm(total=budget * G, unit="frame", unit_scale=True, dynamic_ncols=True, disable=None,
-                   desc=f"{G} games")
-        while self.frames.min() < budget:
-            epsilon = linear_epsilon(self.frames, cfg.epsilon_start, cfg.epsilon_end,
-                                     cfg.exploration_fraction * budget)
-            self.actor.act(self.learner.online, epsilon)
-            learning = self.frames.min() >= cfg.learning_starts
-            if learning and update_credit >= 1:
-                ready = self.replay.ready_games(cfg.batch_size // G + 1)
-                while ready and update_credit >= 1:
-                    window.add_update(self.learner.update(self.replay.sample(cfg.batch_size, ready)))
-                    update_credit -= 1
-            step = self.actor.recv()
-            E = cfg.envs_per_game
-            for g in range(G):
-                s = slice(g * E, (g + 1) * E)
-                self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
-                                step.truncated[s], step.first[s])
-            self.frames += step.frames
-            if learning:
-                update_credit += step.frames.sum() / FRAMESKIP / cfg.train_frequency
-            for g, ret, length in step.episodes:
-                self.episodes[g] += 1
-                window.add_episode(g, ret, length)
-                recent_return[g] = ret
-            bar.update(int(step.frames.sum()))
+        start = last_time = time.perf_counter()
+        last_frames = int(self.frames.sum())
+        bar = tqdm(total=budget * G, initial=int(self.frames.sum()), unit="frame", unit_scale=True,
+                   dynamic_ncols=True, disable=None, desc=f"{G} games")
+        restore_handlers = self._catch_signals()
+        try:
+            while self.frames.min() < budget and not self.stop_signal:
+                epsilon = linear_epsilon(self.frames, cfg.epsilon_start, cfg.epsilon_end,
+                                         cfg.exploration_fraction * budget)
+                self.actor.act(self.learner.online, epsilon)
+                learning = self.frames.min() >= self.learning_starts
+                if learning and self.update_credit >= 1:  # learn while the emulators step
+                    ready = self.replay.ready_games(cfg.batch_size // G + 1)
+                    while ready and self.update_credit >= 1:
+                        self._update(window, ready)
+                        self.update_credit -= 1
+                step = self.actor.recv()
+                for g in range(G):
+                    s = slice(g * E, (g + 1) * E)
+                    self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
+                                    step.truncated[s], step.first[s])
+                self.frames += step.frames
+                if learning:
+                    self.update_credit += step.frames.sum() / FRAMESKIP / cfg.train_frequency
+                for g, ret, length in step.episodes:
+                    self.episodes[g] += 1
+                    window.add_episode(g, ret, length)
+                    recent_return[g] = ret
+                bar.update(int(step.frames.sum()))
 
-            done_frames = int(self.frames.min())
-            if done_frames >= next_log or done_frames >= budget:
-                now = time.perf_counter()
-                total = int(self.frames.sum())
-                fps = (total - last_frames) / max(now - last_time, 1e-9)
-                self.tracker.log(window.flush(self.games, epsilon) | {
-                    "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / FRAMESKIP,
-                    "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
-                    "replay/transitions": len(self.replay),
-                    "replay/bytes_per_transition": self.replay.bytes_per_transition,
-                }, done_frames)
-                last_time, last_frames = now, total
-                finished = [r for r in recent_return if not math.isnan(r)]
-                bar.set_postfix(fps=f"{fps:,.0f}", ret=f"{np.mean(finished):.1f}" if finished else "-", refresh=False)
-                next_log += cfg.log_interval
-            if done_frames >= next_eval and done_frames < budget:
-                self.evaluate(done_frames)
-                next_eval += cfg.eval_interval
-            if done_frames >= next_ckpt and done_frames < budget:
-                self.save()
-                next_ckpt += cfg.checkpoint_interval
-        bar.close()
-        self.tracker.log({"perf/wall_time_s": time.perf_counter() - start}, int(self.frames.min()))
+                done_frames = int(self.frames.min())
+                if done_frames >= next_log or done_frames >= budget:
+                    now = time.perf_counter()
+                    total = int(self.frames.sum())
+                    fps = (total - last_frames) / max(now - last_time, 1e-9)
+                    self.tracker.log(window.flush(self.games, epsilon) | {
+                        "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / FRAMESKIP,
+                        "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
+                        "perf/skipped_batches": self.skipped_batches, "replay/transitions": len(self.replay),
+                        "replay/bytes_per_transition": self.replay.bytes_per_transition,
+                    }, done_frames)
+                    last_time, last_frames = now, total
+                    finished = [r for r in recent_return if not math.isnan(r)]
+                    bar.set_postfix(fps=f"{fps:,.0f}", ret=f"{np.mean(finished):.1f}" if finished else "-",
+                                    refresh=False)
+                    next_log = _next_multiple(done_frames, cfg.log_interval)
+                if done_frames >= next_eval and done_frames < budget:
+                    self.evaluate(done_frames)
+                    next_eval = _next_multiple(done_frames, cfg.eval_interval)
+                if done_frames >= next_ckpt and done_frames < budget:
+                    self.save()
+                    next_ckpt = _next_multiple(done_frames, cfg.checkpoint_interval)
+        finally:
+            restore_handlers()
+            bar.close()
         path = self.save()
+        if self.stop_signal:
+            self.actor.close()
+            return {"checkpoint": str(path), "report": None, "interrupted": self.stop_signal}
+        self.tracker.log({"perf/wall_time_s": time.perf_counter() - start}, int(self.frames.min()))
         report = self.evaluate(int(self.frames.min()))
         self.actor.close()
-        return {"checkpoint": str(path), "report": report}
+        return {"checkpoint": str(path), "report": report, "interrupted": None}
+
+    def _update(self, window: "_Window", ready: list[int]) -> None:
+        try:
+            window.add_update(self.learner.update(self.replay.sample(self.cfg.batch_size, ready)))
+        except NonFiniteError as e:
+            if self.cfg.on_nonfinite == "skip":
+                self.skipped_batches += 1
+                return
+            names = ", ".join(self.games[g] for g in e.games) or "unknown"
+            path = checkpoint.save(self.state() | {"nonfinite": {"update": e.update, "games": e.games, "what": e.what}},
+                                   self.run_dir / "checkpoints" / f"diagnostic_update_{e.update:09d}.pt")
+            raise TrainingStopped(f"non-finite {e.what} at update {e.update} for game(s) {names}; learning stopped, "
+                                  f"diagnostic checkpoint {path} (--on-nonfinite skip skips such batches)") from None
+
+    def _catch_signals(self):
+        """SIGINT/SIGTERM: finish the step, checkpoint, stop; a second Ctrl-C interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum, _frame):
+            self.stop_signal = signal.Signals(signum).name
+            signal.signal(signum, previous[signum])
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
     # -- evaluation and checkpoints ---------------------------------------------------------------
     def evaluate(self, frames_per_game: int) -> dict:
@@ -143,7 +191,6 @@ class Trainer:
                            source=f"{self.run_dir} at {frames_per_game} frames per game")
         paths = write_report(report, self.run_dir / "evals" / f"frames_{frames_per_game:09d}")
         self.tracker.log_evaluation(report, paths, frames_per_game)
-        self.last_report = report
         return report
 
     def state(self) -> dict:
@@ -151,14 +198,48 @@ class Trainer:
             "config": self.cfg.to_dict(), "games": list(self.games), "action_counts": self.actor.action_counts,
             "protocol": self.protocol.to_dict(), "learner": self.learner.state_dict(),
             "frames": [int(f) for f in self.frames], "episodes": [int(e) for e in self.episodes],
-            "versions": library_versions(),
+            "update_credit": float(self.update_credit), "skipped_batches": self.skipped_batches,
+            "learning_starts": int(self.learning_starts),
+            "rng": {"actor": self.actor.rng.bit_generator.state, "replay": self.replay.rng.bit_generator.state,
+                    "torch": torch.get_rng_state()},
+            "wandb_run_id": self.tracker.run_id, "versions": library_versions(),
         }
+
+    def restore(self, state: dict) -> None:
+        if state["games"] != self.games or state["action_counts"] != self.actor.action_counts:
+            raise checkpoint.CheckpointError(f"checkpoint games {state['games']} do not match the run's {self.games}")
+        self.learner.load_state_dict(state["learner"])
+        self.frames[:] = state["frames"]
+        self.episodes[:] = state["episodes"]
+        self.update_credit = state["update_credit"]
+        self.skipped_batches = state["skipped_batches"]
+        self.actor.rng.bit_generator.state = state["rng"]["actor"]
+        self.replay.rng.bit_generator.state = state["rng"]["replay"]
+        torch.set_rng_state(state["rng"]["torch"])
+        frames = int(self.frames.min())
+        replay_file = self.run_dir / "checkpoints" / f"frames_{frames:09d}.replay.npz"
+        if replay_file.is_file():
+            self.replay.load_state_dict(checkpoint.load_arrays(replay_file))
+            self.learning_starts = state["learning_starts"]
+        else:  # refill before learning again, rather than overfit a near-empty buffer
+            self.learning_starts = frames + self.cfg.learning_starts
+        self.tracker.truncate_after(frames)
 
     def save(self) -> Path:
         frames = int(self.frames.min())
-        path = checkpoint.save(self.state(), self.run_dir / "checkpoints" / f"frames_{frames:09d}.pt")
+        folder = self.run_dir / "checkpoints"
+        if self.cfg.save_replay:  # before the checkpoint: a checkpoint on disk always has its replay
+            checkpoint.save_arrays(self.replay.state_dict(), folder / f"frames_{frames:09d}.replay.npz")
+        path = checkpoint.save(self.state(), folder / f"frames_{frames:09d}.pt")
+        checkpoint.prune(self.run_dir, self.cfg.keep_checkpoints)
+        tqdm.write(f"checkpoint: {path}", file=sys.stderr)
         self.tracker.log_checkpoint(path, frames)
         return path
+
+
+def _next_multiple(frames: int, interval: int) -> int:
+    """The first multiple of `interval` above `frames` (thresholds survive a resume)."""
+    return (int(frames) // interval + 1) * interval
 
 
 class _Window:

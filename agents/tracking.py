@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,18 @@ def _jsonable(value):
     return value
 
 
+def _warn(message: str) -> None:
+    print(f"mtdqn: warning: {message}", file=sys.stderr)
+
+
+def _frames_of(row: str) -> float:
+    """A row's frames_per_game; a row cut short by a kill counts as past everything."""
+    try:
+        return json.loads(row)["frames_per_game"]
+    except (json.JSONDecodeError, KeyError):
+        return float("inf")
+
+
 class Tracker:
     """Writes metrics to `run_dir/metrics.jsonl` and mirrors them to a W&B run if there is one."""
 
@@ -36,27 +47,49 @@ class Tracker:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.wandb = wandb_run
 
+    @property
+    def run_id(self) -> str | None:
+        return self.wandb.id if self.wandb is not None else None
+
     @classmethod
     def start(cls, run_dir: Path, config: dict, *, track: bool, project: str, entity: str | None,
-              group: str | None, name: str | None = None) -> "Tracker":
+              group: str | None, run_id: str | None = None) -> "Tracker":
+        """W&B online if it can be, else offline, else local logs only: one warning, never an exception."""
         if not track:
             return cls(run_dir)
-        try:
-            import wandb
+        import wandb
 
-            if not os.environ.get("WANDB_MODE") and not _has_wandb_credentials():
-                os.environ["WANDB_MODE"] = "offline"
-            run = wandb.init(project=project, entity=entity, group=group, name=name or run_dir.name,
-                             config=config, dir=str(run_dir), job_type="train")
+        modes = [os.environ.get("WANDB_MODE") or ("online" if _has_wandb_credentials() else "offline")]
+        if modes[0] == "online":
+            modes.append("offline")
+        for mode in modes:
+            try:
+                run = wandb.init(project=project, entity=entity, group=group, name=run_dir.name, config=config,
+                                 dir=str(run_dir), job_type="train", mode=mode, id=run_id,
+                                 resume="allow" if run_id else None,
+                                 settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60))))
+            except Exception as e:  # never let tracking stop training
+                _warn(f"W&B {mode} init failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                              + ("; trying offline" if mode != modes[-1] else
+                                 f"; logging to {run_dir / 'metrics.jsonl'} only"))
+                continue
             for prefix in ("train", "eval", "perf", "replay"):
                 run.define_metric(f"{prefix}/*", step_metric="frames_per_game")
-            if run.settings.mode == "offline" or os.environ.get("WANDB_MODE") == "offline":
-                print(f"W&B is offline; upload later with: wandb sync {run.dir.rsplit('/files', 1)[0]}",
-                      file=sys.stderr)
+            if mode == "offline":
+                print(f"W&B is offline; upload later with: wandb sync {Path(run.dir).parent}", file=sys.stderr)
             return cls(run_dir, run)
-        except Exception as e:  # never let tracking stop training
-            warnings.warn(f"W&B unavailable ({type(e).__name__}: {e}); logging to {run_dir / 'metrics.jsonl'} only")
-            return cls(run_dir)
+        return cls(run_dir)
+
+    def truncate_after(self, frames_per_game: int) -> None:
+        """Drop local rows logged past a checkpoint we resume from, so the history never goes backwards."""
+        if not self.metrics_path.is_file():
+            return
+        rows = self.metrics_path.read_text().splitlines(keepends=True)
+        kept = [r for r in rows if _frames_of(r) <= frames_per_game]
+        if len(kept) != len(rows):
+            tmp = self.metrics_path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(self.metrics_path)
 
     def _wandb_call(self, fn, *args, **kwargs):
         if self.wandb is None:
@@ -64,7 +97,7 @@ class Tracker:
         try:
             fn(*args, **kwargs)
         except Exception as e:
-            warnings.warn(f"W&B call failed ({type(e).__name__}: {e}); W&B logging stops, local logs go on")
+            _warn(f"W&B call failed ({type(e).__name__}: {e}); W&B logging stops, local logs go on")
             self.wandb = None
 
     def log(self, metrics: dict, frames_per_game: int) -> None:

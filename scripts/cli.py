@@ -8,6 +8,7 @@ COMMANDS = {
     "train": "Train one agent across a suite of games.",
     "evaluate": "Evaluate a checkpoint: per-game scores, HNS and aggregates.",
     "suites": "List the named suites (and, with --all, every game id).",
+    "bench": "Measure acting, training and scaling throughput and replay memory against references.",
 }
 
 
@@ -18,6 +19,30 @@ class UsageError(Exception):
 def fail(message: str) -> None:
     print(f"mtdqn: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def parse_options(cls, argv: list[str], prog: str, description: str, default=None):
+    """tyro.cli, with its boxed multi-line errors folded into one line (exit code 2)."""
+    import contextlib
+    import io
+    import re
+
+    import tyro
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            kwargs = {} if default is None else {"default": default}
+            return tyro.cli(cls, args=argv, prog=prog, description=description, **kwargs)
+    except SystemExit as e:
+        if not e.code:
+            raise
+        text = re.sub(r"[\u2500-\u257f]", " ", captured.getvalue())
+        head = text.split("For full helptext")[0]
+        head = re.split(r"\n[ \t]*\n", head)[0]  # the message, not the help text after the rule
+        lines = [" ".join(line.split()) for line in head.splitlines() if line.strip()]
+        words = " ".join(lines[1:] if len(lines) > 1 else lines)  # drop the box title
+        fail(f"{words or 'bad arguments'} (see {prog} -h)")
 
 
 def usage() -> str:
@@ -42,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             from scripts.train import main as run
         elif command == "evaluate":
             from scripts.evaluate import main as run
+        elif command == "bench":
+            from scripts.bench import main as run
         else:
             from scripts.suites import main as run
         run(rest)

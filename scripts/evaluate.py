@@ -15,7 +15,7 @@ from agents.config import ConfigError, check_device
 from agents.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
 from agents.network import MultiHeadQNetwork
 from envs import PROTOCOLS, Protocol, check_game
-from scripts.cli import UsageError
+from scripts.cli import UsageError, parse_options
 
 
 @dataclass
@@ -57,8 +57,8 @@ def load_network(state: dict, path: str, device) -> MultiHeadQNetwork:
 
 
 def main(argv: list[str]) -> None:
-    args = tyro.cli(EvaluateArgs, args=argv, prog="mtdqn evaluate",
-                    description="Evaluate a checkpoint per game: raw score, HNS, IQM/median/mean with CIs.")
+    args = parse_options(EvaluateArgs, argv, "mtdqn evaluate",
+                         "Evaluate a checkpoint per game: raw score, HNS, IQM/median/mean with CIs.")
     if args.episodes <= 0:
         raise UsageError(f"--episodes must be a positive integer, got {args.episodes}")
     if not 0.0 <= args.epsilon <= 1.0:

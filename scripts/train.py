@@ -1,25 +1,38 @@
-"""`mtdqn train`: options from flags (over an optional YAML file) -> run folder -> Trainer.run()."""
+"""`mtdqn train`: options from flags (over an optional YAML file) -> run folder -> Trainer.run().
+
+`--resume RUN` continues a run from its newest intact checkpoint with its saved config.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
 import yaml
 
+from agents import checkpoint
 from agents.config import ConfigError, TrainConfig, from_yaml, validate
 from envs import resolve_games
-from scripts.cli import UsageError
+from scripts.cli import UsageError, parse_options
+
+RESUME_FLAGS = {"--resume", "--frames-per-game"}  # a resumed run keeps its config; the budget may grow
 
 
 @dataclass
 class TrainArgs(TrainConfig):
     force: bool = False
     """Train into --out even if it already holds another run (its files are replaced)."""
+    resume: str | None = None
+    """Continue the run in this folder from its newest intact checkpoint, with its saved config
+    (--frames-per-game may raise the budget)."""
+
+
+def _flags(argv: list[str]) -> set[str]:
+    return {a.split("=")[0] for a in argv if a.startswith("--")}
 
 
 def parse(argv: list[str]) -> TrainArgs:
@@ -30,8 +43,13 @@ def parse(argv: list[str]) -> TrainArgs:
         base = TrainArgs(**from_yaml(known.config)) if known.config else TrainArgs()
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    args = tyro.cli(TrainArgs, args=argv, default=base, prog="mtdqn train",
-                    description="Train one multi-head DQN across a suite of Atari games.")
+    args = parse_options(TrainArgs, argv, "mtdqn train", "Train one multi-head DQN across a suite of Atari games.",
+                         default=base)
+    if args.resume:
+        extra = sorted(_flags(argv) - RESUME_FLAGS)
+        if extra:
+            raise UsageError(f"--resume continues with the run's saved config; drop {', '.join(extra)} "
+                             "(only --frames-per-game may change)")
     try:
         validate(args)
     except ConfigError as e:
@@ -39,35 +57,66 @@ def parse(argv: list[str]) -> TrainArgs:
     return args
 
 
-def prepare_run_dir(args: TrainArgs) -> Path:
-    run_dir = Path(args.out)
-    if (run_dir / "config.yaml").exists() and not args.force:
-        raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out or pass --force")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
-    return run_dir
+def saved_config(run_dir: Path, frames_per_game: int | None) -> TrainConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
+    try:
+        cfg = TrainConfig(**{**yaml.safe_load(path.read_text()), "out": str(run_dir)})
+    except (TypeError, yaml.YAMLError) as e:
+        raise UsageError(f"{path} is not a config this mtdqn can read: {str(e).splitlines()[0]}") from None
+    if frames_per_game is not None:
+        cfg.frames_per_game = frames_per_game
+    return validate(cfg)
 
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    resolve_games(args.suite)  # unknown games fail here, before any folder or emulator exists
-    run_dir = prepare_run_dir(args)
-    cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()})
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = saved_config(run_dir, args.frames_per_game if "--frames-per-game" in _flags(argv) else None)
+        path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
+        if state is not None and min(state["frames"]) >= cfg.frames_per_game:
+            print(f"run {run_dir} already finished: {min(state['frames']):,} frames per game "
+                  f"(budget {cfg.frames_per_game:,}); nothing to do. Raise --frames-per-game to train on.")
+            return
+        print(f"resuming {run_dir} from {path.name if path else 'the start (no intact checkpoint)'}", file=sys.stderr)
+    else:
+        resolve_games(args.suite)  # unknown games fail here, before any folder or emulator exists
+        run_dir = Path(args.out)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
+        if (run_dir / "config.yaml").exists() and not args.force:
+            raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
+                             f"continue it with --resume {run_dir}, or replace it with --force")
+        cfg, state = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()}), None
+        if args.force:  # the old run's results must not mix with the new one's
+            for old in ("checkpoints", "evals"):
+                shutil.rmtree(run_dir / old, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (run_dir / "command.txt").write_text(shlex.join(["mtdqn", "train", *argv]) + "\n")
+    with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
+        f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
 
-    from agents.runner import Trainer
+    from agents.runner import Trainer, TrainingStopped
     from agents.tracking import Tracker
 
     tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
-                            entity=cfg.wandb_entity, group=cfg.wandb_group)
+                            entity=cfg.wandb_entity, group=cfg.wandb_group,
+                            run_id=state.get("wandb_run_id") if state else None)
     try:
-        result = Trainer(cfg, run_dir, tracker).run()
+        result = Trainer(cfg, run_dir, tracker, state).run()
+    except TrainingStopped as e:
+        print(f"mtdqn: error: {e}", file=sys.stderr)
+        sys.exit(3)
     finally:
         tracker.finish()
+    if result["interrupted"]:
+        print(f"stopped by {result['interrupted']}: checkpoint {result['checkpoint']}\n"
+              f"resume with: mtdqn train --resume {run_dir}", file=sys.stderr)
+        return
     from agents.evaluation import markdown_table
 
     print(markdown_table(result["report"]))
-    print(f"run folder: {run_dir}\nfinal checkpoint: {result['checkpoint']}", file=sys.stderr)
-    print(f"evaluate it with: mtdqn evaluate {result['checkpoint']}", file=sys.stderr)
+    print(f"run folder: {run_dir}\nfinal checkpoint: {result['checkpoint']}\n"
+          f"evaluate it with: mtdqn evaluate {result['checkpoint']}", file=sys.stderr)

@@ -99,6 +99,11 @@ def one_line_error(proc, *needles):
     (["--learning-rate", "-1"], ["--learning-rate", "-1"]),
     (["--device", "cuda:7"], ["cuda:7"]),
     (["--device", "tpu"], ["'tpu'"]),
+    (["--frames-per-game", "abc"], ["--frames-per-game", "'abc'"]),
+    (["--framez", "3"], ["--framez"]),
+    (["--protocol", "nature"], ["'nature'", "machado", "classic"]),
+    (["--replay-size", "-5"], ["--replay-size", "-5"]),
+    (["--gamma", "1.5"], ["--gamma", "[0, 1]"]),
 ])
 def test_bad_train_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, needles):
     one_line_error(mtdqn("train", *args, "--out", tmp_path / "run", cwd=tmp_path, check=False), *needles)
@@ -128,6 +133,27 @@ def test_an_existing_run_is_not_overwritten(run, tmp_path):
     proc = mtdqn("train", "--suite", "pong", "--out", run, cwd=tmp_path, check=False)
     one_line_error(proc, str(run), "--force")
     assert (run / "config.yaml").read_text() == before
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("precious")
+    one_line_error(mtdqn("train", "--suite", "pong", "--out", "taken", cwd=tmp_path, check=False), "'taken'", "file")
+    assert (tmp_path / "taken").read_text() == "precious"
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(run, tmp_path):
+    import torch
+
+    from agents import checkpoint
+
+    state = checkpoint.load(sorted((run / "checkpoints").glob("*.pt"))[-1])
+    state["action_counts"] = [7, 3]  # heads of other sizes than the saved weights
+    checkpoint.save(state, tmp_path / "other.pt")
+    one_line_error(mtdqn("evaluate", tmp_path / "other.pt", cwd=tmp_path, check=False), "does not fit")
+    torch.save({"format": "mtdqn-checkpoint", "version": 99}, tmp_path / "future.pt")
+    one_line_error(mtdqn("evaluate", tmp_path / "future.pt", cwd=tmp_path, check=False), "version 99")
+    (tmp_path / "empty_run").mkdir()
+    one_line_error(mtdqn("evaluate", tmp_path / "empty_run", cwd=tmp_path, check=False), "no checkpoints")
 
 
 def test_bad_evaluate_input(run, tmp_path):

@@ -1,0 +1,179 @@
+"""Never lose a run: kill -9 and resume, Ctrl-C, corrupt checkpoints, finished runs, determinism."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents import checkpoint
+from agents.config import TrainConfig
+from agents.runner import Trainer
+
+SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts", "800", "--eval-interval", "0",
+         "--eval-episodes", "1", "--max-episode-frames", "800", "--replay-size", "2000", "--log-interval", "400",
+         "--target-update-period", "50"]
+
+
+def start(*args, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "WANDB_MODE": "disabled"})
+
+
+def wait_for_checkpoint_line(proc: subprocess.Popen) -> bool:
+    """Read stderr until the process reports a checkpoint; False if it ended first."""
+    for line in proc.stderr:
+        if line.startswith("checkpoint: "):
+            return True
+    return False
+
+
+def checkpoint_frames(run: Path) -> list[int]:
+    return [min(checkpoint.load(p)["frames"]) for p in checkpoint.all_checkpoints(run)]
+
+
+def logged_frames(run: Path) -> list[int]:
+    return [json.loads(line)["frames_per_game"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_at_random_points_then_resume_reaches_the_target(tmp_path):
+    run, rng = tmp_path / "run", np.random.default_rng(0)
+    args = [*SMALL, "--frames-per-game", "4000", "--checkpoint-interval", "400", "--keep-checkpoints", "0",
+            "--save-replay", "--out", run]
+    kills, seen = 0, []
+    proc = start(*args, cwd=tmp_path)
+    while True:
+        if kills < 4 and wait_for_checkpoint_line(proc):
+            try:  # let it run a random while longer: often into the next checkpoint write
+                proc.wait(timeout=rng.uniform(0.0, 1.5))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                frames = checkpoint_frames(run)  # every checkpoint on disk loads
+                assert frames == sorted(frames) and (not seen or frames[-1] >= seen[-1])
+                seen.append(frames[-1])
+                proc = start("--resume", run, cwd=tmp_path)
+                continue
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        break
+    assert kills >= 3
+    assert min(checkpoint_frames(run)) <= seen[0] and checkpoint_frames(run)[-1] >= 4000
+    frames = logged_frames(run)
+    assert frames == sorted(frames) and frames[-1] >= 4000  # the history never goes backwards
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    assert len(list((run / "checkpoints").glob("*.replay.npz"))) == 1  # only the newest checkpoint's
+    assert "| pong |" in out and "| ms_pacman |" in out
+    assert (run / "command.txt").read_text().count("--resume") == kills
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("finished")
+    proc = start(*SMALL, "--frames-per-game", "1600", "--checkpoint-interval", "800", "--keep-checkpoints", "0",
+                 "--out", root / "run", cwd=root)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    return root / "run"
+
+
+def test_resuming_a_finished_run_does_nothing(finished_run, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in (finished_run / "checkpoints").iterdir()}
+    proc = start("--resume", finished_run, cwd=tmp_path)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "already finished" in out and "nothing to do" in out
+    assert {p.name: p.stat().st_mtime_ns for p in (finished_run / "checkpoints").iterdir()} == before
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_temp_files(finished_run, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    ckpts = checkpoint.all_checkpoints(run)
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])  # as if the disk lost its tail
+    (run / "checkpoints" / f".{ckpts[-1].name}.x1y2.tmp").write_bytes(b"half a write")
+    proc = start("--resume", run, cwd=tmp_path)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"skipping checkpoint '{ckpts[-1]}' is unreadable" in err
+    assert f"resuming {run} from {ckpts[-2].name}" in err
+    assert checkpoint_frames(run)[-1] >= 1600 and not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_resume_refuses_other_flags(finished_run, tmp_path):
+    proc = start("--resume", finished_run, "--batch-size", "64", cwd=tmp_path)
+    _, err = proc.communicate()
+    assert proc.returncode == 2 and err.strip().splitlines() == [
+        "mtdqn: error: --resume continues with the run's saved config; drop --batch-size (only --frames-per-game may change)"]
+
+
+def test_sigint_checkpoints_and_exits_0_with_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = start(*SMALL, "--frames-per-game", "40000", "--checkpoint-interval", "400", "--out", run, cwd=tmp_path)
+    assert wait_for_checkpoint_line(proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"resume with: mtdqn train --resume {run}" in err and "stopped by SIGINT" in err
+    frames = checkpoint_frames(run)
+    assert 400 <= frames[-1] < 40000 and logged_frames(run)[-1] <= frames[-1] + 400
+
+
+def config(out: Path, **kw) -> TrainConfig:
+    base = dict(suite="pong,ms_pacman", frames_per_game=2400, learning_starts=800, envs_per_game=1, eval_episodes=1,
+                max_episode_frames=800, replay_size=2000, log_interval=400, eval_interval=0, checkpoint_interval=1200,
+                target_update_period=50, keep_checkpoints=0, out=str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    return TrainConfig(**base | kw)
+
+
+def test_same_seed_same_config_gives_identical_actions_losses_and_weights(tmp_path):
+    a, b = (Trainer(config(tmp_path / name), tmp_path / name) for name in ("a", "b"))
+    for t in (a, b):
+        t.run()
+    assert a.learner.updates == b.learner.updates > 100
+    for x, y in zip(a.replay.games, b.replay.games):
+        np.testing.assert_array_equal(x.action, y.action)
+    strip = lambda run: [{k: v for k, v in json.loads(r).items() if not k.startswith("perf/")}  # noqa: E731
+                         for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+    for k, v in a.learner.online.state_dict().items():
+        assert torch.equal(v, b.learner.online.state_dict()[k]), k
+
+
+def test_resume_restores_every_rng_and_two_resumes_continue_identically(tmp_path):
+    Trainer(config(tmp_path / "a", save_replay=True, frames_per_game=1200), tmp_path / "a").run()
+    (mid,) = checkpoint.all_checkpoints(tmp_path / "a")
+    state = checkpoint.load(mid)
+    saved_frames = np.load(tmp_path / "a" / "checkpoints" / f"{mid.stem}.replay.npz")["0/frames"]
+    resumed = []
+    for name in ("b", "c"):  # two resumes of the same checkpoint, budget raised to 2400
+        shutil.copytree(tmp_path / "a", tmp_path / name)
+        t = Trainer(config(tmp_path / name, save_replay=True), tmp_path / name, state=state)
+        assert t.actor.rng.bit_generator.state == state["rng"]["actor"]
+        assert t.replay.rng.bit_generator.state == state["rng"]["replay"]
+        assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
+        assert t.learning_starts == state["learning_starts"] == 800  # replay restored: no refill needed
+        np.testing.assert_array_equal(t.replay.games[0].frames, saved_frames)
+        t.run()
+        resumed.append(t)
+    b, c = resumed
+    assert b.learner.updates == c.learner.updates > state["learner"]["updates"]
+    for k, v in b.learner.online.state_dict().items():
+        assert torch.equal(v, c.learner.online.state_dict()[k]), k
+
+
+def test_resume_without_saved_replay_refills_before_learning(tmp_path):
+    first = Trainer(config(tmp_path / "a"), tmp_path / "a")
+    first.run()
+    state = checkpoint.load(checkpoint.all_checkpoints(tmp_path / "a")[0])
+    t = Trainer(config(tmp_path / "a"), tmp_path / "a", state=state)
+    assert t.learning_starts == 1200 + 800 and len(t.replay) == 0
