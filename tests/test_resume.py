@@ -177,3 +177,15 @@ def test_resume_without_saved_replay_refills_before_learning(tmp_path):
     state = checkpoint.load(checkpoint.all_checkpoints(tmp_path / "a")[0])
     t = Trainer(config(tmp_path / "a"), tmp_path / "a", state=state)
     assert t.learning_starts == 1200 + 800 and len(t.replay) == 0
+
+
+def test_resumed_tracked_run_keeps_its_wandb_run_id(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    for args in ([*SMALL, "--frames-per-game", "800", "--track", "--out", run], ["--resume", run, "--frames-per-game", "1200"]):
+        proc = subprocess.run([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+    runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # same id, two segments
+    assert checkpoint_frames(run)[-1] >= 1200
