@@ -76,8 +76,10 @@ def main(argv: list[str]) -> None:
         run_dir = Path(args.resume)
         cfg = saved_config(run_dir, args.frames_per_game if "--frames-per-game" in _flags(argv) else None)
         path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
-        if state is not None and min(state["frames"]) >= cfg.frames_per_game:
-            print(f"run {run_dir} already finished: {min(state['frames']):,} frames per game "
+        done = min(state["frames"]) if state else 0
+        # a run killed during its final evaluation falls through: run() then only evaluates
+        if done >= cfg.frames_per_game and (run_dir / "evals" / f"frames_{done:09d}" / "eval.json").is_file():
+            print(f"run {run_dir} already finished: {done:,} frames per game "
                   f"(budget {cfg.frames_per_game:,}); nothing to do. Raise --frames-per-game to train on.")
             return
         print(f"resuming {run_dir} from {path.name if path else 'the start (no intact checkpoint)'}", file=sys.stderr)

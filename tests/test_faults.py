@@ -44,21 +44,20 @@ def small(tmp_path: Path, **kw) -> TrainConfig:
                               eval_interval=0, checkpoint_interval=800, out=str(tmp_path)) | kw)
 
 
-def poison(trainer: Trainer, game: int) -> None:
-    """A NaN reward in one game's replay: its TD targets become NaN once sampled."""
-    trainer.replay.games[game].reward[:] = np.nan
+def poison_replay(trainer: Trainer, game: int) -> None:
+    """After every insert, NaN rewards in one game's replay: its TD targets are NaN once sampled."""
+    add = trainer.replay.add
+
+    def poisoned(game_id, *args):
+        add(game_id, *args)
+        trainer.replay.games[game].reward[:] = np.nan
+
+    trainer.replay.add = poisoned
 
 
 def test_nan_stops_training_with_a_diagnostic_checkpoint(tmp_path):
     trainer = Trainer(small(tmp_path), tmp_path)
-    poison_at_learning = trainer.replay.add
-
-    def add(game_id, *args):
-        poison_at_learning(game_id, *args)
-        if game_id == 1:
-            trainer.replay.games[1].reward[:] = np.nan
-
-    trainer.replay.add = add
+    poison_replay(trainer, game=1)
     with pytest.raises(TrainingStopped) as info:
         trainer.run()
     message = str(info.value)
@@ -71,13 +70,7 @@ def test_nan_stops_training_with_a_diagnostic_checkpoint(tmp_path):
 
 def test_skip_mode_counts_bad_batches_and_finishes(tmp_path):
     trainer = Trainer(small(tmp_path, on_nonfinite="skip", frames_per_game=1200), tmp_path)
-    original = trainer.replay.add
-
-    def add(game_id, *args):
-        original(game_id, *args)
-        trainer.replay.games[1].reward[:] = np.nan
-
-    trainer.replay.add = add
+    poison_replay(trainer, game=1)
     result = trainer.run()
     assert trainer.skipped_batches > 0 and trainer.learner.updates == 0  # every batch holds ms_pacman
     assert result["report"] is not None

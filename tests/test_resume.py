@@ -94,6 +94,19 @@ def test_resuming_a_finished_run_does_nothing(finished_run, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in (finished_run / "checkpoints").iterdir()} == before
 
 
+def test_a_run_killed_in_its_final_evaluation_only_evaluates_on_resume(finished_run, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    final = sorted((run / "evals").iterdir())[-1]
+    shutil.rmtree(final)
+    updates = checkpoint.load(checkpoint.latest(run))["learner"]["updates"]
+    proc = start("--resume", run, cwd=tmp_path)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert (final / "eval.json").is_file() and "| pong |" in out
+    assert checkpoint.load(checkpoint.latest(run))["learner"]["updates"] == updates  # no training
+
+
 def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_temp_files(finished_run, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(finished_run, run)
