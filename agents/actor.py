@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.learner import greedy_actions
+from agents.learner import epsilon_greedy
 from envs import FRAMESKIP, Protocol, make_env
 
 
@@ -63,10 +63,8 @@ class Actor:
 
     def act(self, network, epsilon: np.ndarray) -> np.ndarray:
         """Epsilon-greedy actions (epsilon per game) from one forward over all envs; sent at once."""
-        actions = greedy_actions(network, self.obs, self._game_ids_t, self.device)
-        explore = self.rng.random(len(actions)) < np.asarray(epsilon)[self.game_ids]
-        random_actions = self.rng.integers(0, self._actions_per_env)
-        actions = np.where(explore, random_actions, actions).astype(np.int64)
+        actions = epsilon_greedy(network, self.obs, self._game_ids_t, self._actions_per_env,
+                                 np.asarray(epsilon)[self.game_ids], self.rng, self.device)
         for i, env in enumerate(self.envs):
             env.send(actions[i * self.envs_per_game:(i + 1) * self.envs_per_game])
         self._pending = actions

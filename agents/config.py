@@ -25,7 +25,7 @@ class TrainConfig:
     envs_per_game: int = 4
     """Parallel emulators per game."""
     env_threads: int = 0
-    """C++ threads per game's vector env; 0 picks ceil(envs_per_game * games / 2) capped at the CPU count."""
+    """C++ threads per game's vector env; 0: the CPU count shared across games, at most envs_per_game."""
     threads: int = 1
     """Torch intra-op threads. 1 is the safe choice on 2 cores (the env threads need the other)."""
     device: str = "cpu"

@@ -14,16 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.learner import greedy_actions
+from agents.learner import epsilon_greedy
 from envs import Protocol, aggregate_hns, hns, make_env
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones
-
-
-def _epsilon_greedy(network, obs, game_ids_t, num_actions, epsilon, rng, device) -> np.ndarray:
-    actions = greedy_actions(network, obs, game_ids_t, device)
-    explore = rng.random(len(actions)) < epsilon
-    return np.where(explore, rng.integers(0, num_actions), actions).astype(np.int64)
 
 
 def run_episodes(network, games: list[str], game_ids: list[int], protocol: Protocol, episodes: int,
@@ -41,7 +35,7 @@ def run_episodes(network, games: list[str], game_ids: list[int], protocol: Proto
     rng = np.random.default_rng(EVAL_SEED_OFFSET + seed)
     network.eval()
     while running.any():
-        actions = _epsilon_greedy(network, obs, head_t, num_actions, epsilon, rng, device)
+        actions = epsilon_greedy(network, obs, head_t, num_actions, epsilon, rng, device)
         for i, env in enumerate(envs):
             env.send(actions[i * episodes:(i + 1) * episodes])
         results = [env.recv() for env in envs]
@@ -74,7 +68,7 @@ def record_video(network, game: str, game_id: int, protocol: Protocol, epsilon: 
     frames, score, done = [rgb[0, 0]], 0.0, False
     network.eval()
     while not done:
-        action = _epsilon_greedy(network, obs, head, np.array([int(env.single_action_space.n)]), epsilon, rng, device)
+        action = epsilon_greedy(network, obs, head, np.array([int(env.single_action_space.n)]), epsilon, rng, device)
         obs, reward, term, trunc, _ = env.step(action)
         rgb, *_ = rgb_env.step(action)
         frames.append(rgb[0, 0])

@@ -55,6 +55,7 @@ class DQNLearner:
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
         with torch.no_grad():
+            next_obs = next_obs.float() / 255.0  # once, for both networks
             next_action = self.online(next_obs, game).argmax(1, keepdim=True)
             next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1)
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
@@ -105,3 +106,11 @@ def greedy_actions(network: MultiHeadQNetwork, obs: np.ndarray, game_ids: torch.
     with torch.no_grad():
         q = network(torch.from_numpy(obs).to(device), game_ids)
     return q.argmax(1).cpu().numpy()
+
+
+def epsilon_greedy(network, obs: np.ndarray, game_ids: torch.Tensor, num_actions: np.ndarray, epsilon,
+                   rng: np.random.Generator, device) -> np.ndarray:
+    """Greedy actions, each replaced by a uniform one of its game's with probability epsilon (scalar or per sample)."""
+    actions = greedy_actions(network, obs, game_ids, device)
+    explore = rng.random(len(actions)) < epsilon
+    return np.where(explore, rng.integers(0, num_actions), actions).astype(np.int64)

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from agents import checkpoint
-from agents.actor import Actor, linear_epsilon
+from agents.actor import Actor, ActorStep, linear_epsilon
 from agents.config import TrainConfig
 from agents.evaluation import run_episodes, summarize, write_report
 from agents.learner import DQNLearner, NonFiniteError
@@ -96,26 +96,16 @@ class Trainer:
         last_frames = int(self.frames.sum())
         bar = tqdm(total=budget * G, initial=int(self.frames.sum()), unit="frame", unit_scale=True,
                    dynamic_ncols=True, disable=None, desc=f"{G} games")
+        full_replay = self.replay.bytes_per_transition * cfg.replay_size * G / 2**30
+        tqdm.write(f"{G} games x {E} envs, actions {self.actor.action_counts}; replay "
+                   f"{self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full", file=sys.stderr)
         restore_handlers = self._catch_signals()
         try:
             while self.frames.min() < budget and not self.stop_signal:
-                epsilon = linear_epsilon(self.frames, cfg.epsilon_start, cfg.epsilon_end,
-                                         cfg.exploration_fraction * budget)
-                self.actor.act(self.learner.online, epsilon)
-                learning = self.frames.min() >= self.learning_starts
-                if learning and self.update_credit >= 1:  # learn while the emulators step
-                    ready = self.replay.ready_games(cfg.batch_size // G + 1)
-                    while ready and self.update_credit >= 1:
-                        self._update(window, ready)
-                        self.update_credit -= 1
-                step = self.actor.recv()
-                for g in range(G):
-                    s = slice(g * E, (g + 1) * E)
-                    self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
-                                    step.truncated[s], step.first[s])
-                self.frames += step.frames
-                if learning:
-                    self.update_credit += step.frames.sum() / FRAMESKIP / cfg.train_frequency
+                epsilon = self.epsilon()
+                step, updates = self.step(epsilon)
+                for metrics in updates:
+                    window.add_update(metrics)
                 for g, ret, length in step.episodes:
                     self.episodes[g] += 1
                     window.add_episode(g, ret, length)
@@ -156,13 +146,52 @@ class Trainer:
         self.actor.close()
         return {"checkpoint": str(path), "report": report, "interrupted": None}
 
-    def _update(self, window: "_Window", ready: list[int]) -> None:
+    def epsilon(self) -> np.ndarray:
+        cfg = self.cfg
+        return linear_epsilon(self.frames, cfg.epsilon_start, cfg.epsilon_end,
+                              cfg.exploration_fraction * cfg.frames_per_game)
+
+    def step(self, epsilon: np.ndarray, phases: dict[str, float] | None = None) -> tuple[ActorStep, list[dict]]:
+        """One vector step of every game: act, learn what is owed while the emulators step, store.
+
+        Returns the actor's step and the updates' metrics; `phases` (if given) accumulates seconds
+        spent in act / learn / recv / store, for profiling.
+        """
+        cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
+        t0 = time.perf_counter()
+        self.actor.act(self.learner.online, epsilon)
+        t1 = time.perf_counter()
+        learning = self.frames.min() >= self.learning_starts
+        updates = []
+        if learning and self.update_credit >= 1:
+            ready = self.replay.ready_games(cfg.batch_size // G + 1)
+            while ready and self.update_credit >= 1:
+                metrics = self._update(ready)
+                if metrics is not None:
+                    updates.append(metrics)
+                self.update_credit -= 1
+        t2 = time.perf_counter()
+        step = self.actor.recv()
+        t3 = time.perf_counter()
+        for g in range(G):
+            s = slice(g * E, (g + 1) * E)
+            self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
+                            step.truncated[s], step.first[s])
+        self.frames += step.frames
+        if learning:
+            self.update_credit += step.frames.sum() / FRAMESKIP / cfg.train_frequency
+        if phases is not None:
+            for name, a, b in (("act", t0, t1), ("learn", t1, t2), ("recv", t2, t3), ("store", t3, time.perf_counter())):
+                phases[name] = phases.get(name, 0.0) + b - a
+        return step, updates
+
+    def _update(self, ready: list[int]) -> dict | None:
         try:
-            window.add_update(self.learner.update(self.replay.sample(self.cfg.batch_size, ready)))
+            return self.learner.update(self.replay.sample(self.cfg.batch_size, ready))
         except NonFiniteError as e:
             if self.cfg.on_nonfinite == "skip":
                 self.skipped_batches += 1
-                return
+                return None
             names = ", ".join(self.games[g] for g in e.games) or "unknown"
             path = checkpoint.save(self.state() | {"nonfinite": {"update": e.update, "games": e.games, "what": e.what}},
                                    self.run_dir / "checkpoints" / f"diagnostic_update_{e.update:09d}.pt")

@@ -35,18 +35,20 @@ PROTOCOLS = {
 
 
 def make_env(game: str, num_envs: int, protocol: Protocol, num_threads: int = 1,
-             rgb: bool = False) -> AtariVectorEnv:
+             rgb: bool = False, autoreset_mode: str = "NextStep") -> AtariVectorEnv:
     """ale-py's C++ vector env for one game: frameskip 4, max-pool, 84x84 gray, 4-stack.
 
     Rewards come back raw (`reward_clipping=False`) so episode returns are game scores; the learner
     clips. With `rgb=True` it returns full-size colour frames (for videos) of the same emulation.
+    `autoreset_mode="SameStep"` (for SB3, see envs/sb3.py) resets a finished env within the step
+    and puts its final observation in `info["final_obs"]`; our actor uses the default NextStep.
     """
     env = AtariVectorEnv(
         game, num_envs, num_threads=num_threads, frameskip=FRAMESKIP,
         repeat_action_probability=protocol.repeat_action_probability,
         noop_max=protocol.noop_max, max_num_frames_per_episode=protocol.max_frames_per_episode,
         full_action_space=protocol.full_action_space, episodic_life=protocol.episodic_life,
-        reward_clipping=False, use_fire_reset=False,
+        reward_clipping=False, use_fire_reset=False, autoreset_mode=autoreset_mode,
         **({"grayscale": False, "img_height": 210, "img_width": 160, "stack_num": 1} if rgb else {}),
     )
     return env

@@ -1,0 +1,395 @@
+"""Throughput and memory measurements behind `mtdqn bench`, each against the reference it must beat.
+
+Everything runs in one process, and the two sides of each comparison alternate in blocks, so
+drifts in machine load (another job, a throttled core) hit both alike. Agent steps count vector
+steps x envs (SB3's `num_timesteps`), for every measurement.
+Our side is built by `agents.runner.Trainer` from a `TrainConfig` and driven by `Trainer.step`, the
+training loop's own per-iteration hot path (without `run()`'s logs, evaluations and checkpoints).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from agents.config import TrainConfig
+from agents.runner import Trainer, auto_env_threads
+from envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
+
+BLOCKS = 5  # each comparison alternates its two sides in this many blocks, so load drifts hit both
+
+# What the benchmark reports against (issue "mtdqn bench"); CI does not enforce them.
+TARGETS = {
+    "acting_vs_raw_env": 0.75,  # our acting loop / raw env stepping, same envs
+    "training_vs_ceiling": 0.90,  # our training steps/s / learner-bound ceiling
+    "training_vs_sb3": 1.30,  # our training steps/s / SB3 DQN steps/s, same settings
+    "scale_max_vs_1_game": 0.90,  # steps/s with the most games / with 1 game, same total envs
+    "replay_bytes_per_transition": 7_500,  # at most 7.5 KB
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How long each measurement runs; `QUICK` keeps `mtdqn bench --quick` under 3 minutes on 2 cores."""
+
+    acting_steps: int = 15_000  # agent steps timed per acting measurement
+    fill_steps: int = 4_000  # agent steps per game stored before learning starts
+    learn_warmup_steps: int = 200  # agent steps with learning on, not timed (first updates are slow)
+    train_steps: int = 4_000  # agent steps timed with learning on, ours and SB3 each
+    isolated_updates: int = 150  # updates timed alone for the ceiling, ours and SB3 each
+    scale_steps: int = 20_000  # agent steps timed per scale point
+    scale_games: tuple[int, ...] = (1, 5, 26, 57)
+
+
+QUICK = Sizes(acting_steps=3_000, fill_steps=1_000, learn_warmup_steps=80, train_steps=600,
+              isolated_updates=30, scale_steps=3_000, scale_games=(1, 5, 57))
+
+
+@dataclass
+class Rate:
+    """A timed stretch of agent steps; `phases_ms` splits our loop's time per iteration."""
+
+    steps: int
+    seconds: float
+    envs: int
+    updates: int = 0
+    phases_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"steps_per_s": self.steps_per_s}
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (ru_maxrss is KB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- our side ------------------------------------------------------------------------------------
+def build_trainer(games: list[str], envs_per_game: int, protocol: str = "machado", threads: int = 1,
+                  learning_starts: int | None = None, replay_size: int = 100_000, seed: int = 0) -> Trainer:
+    """A Trainer for `games` at training defaults (batch 32, one update per 4 agent steps...).
+
+    learning_starts=None never learns (acting only). The run folder is never created: only logs,
+    evaluations and checkpoints write there, and the benchmark does none of them.
+    """
+    never = 10**12
+    cfg = TrainConfig(suite=",".join(games), envs_per_game=envs_per_game, protocol=protocol, threads=threads,
+                      seed=seed, replay_size=replay_size, frames_per_game=never,
+                      learning_starts=never if learning_starts is None else learning_starts)
+    return Trainer(cfg, Path(tempfile.gettempdir()) / f"mtdqn-bench-{os.getpid()}")
+
+
+def _loop(t: Trainer, iterations: int) -> Rate:
+    """`iterations` of `Trainer.step`, the training loop's own hot path: act, learn what is owed, recv, store."""
+    G, E = len(t.games), t.cfg.envs_per_game
+    phases: dict[str, float] = {}
+    updates = t.learner.updates
+    start = time.perf_counter()
+    for _ in range(iterations):
+        t.step(t.epsilon(), phases)
+    seconds = time.perf_counter() - start
+    n = max(iterations, 1)
+    return Rate(iterations * G * E, seconds, G * E, t.learner.updates - updates,
+                {k: 1000 * v / n for k, v in phases.items()})
+
+
+def _iterations(steps: int, envs: int) -> int:
+    return max(1, -(-steps // envs))
+
+
+def raw_stepper(envs: list, seed: int = 0):
+    """A function timing `iterations` of ale-py stepping alone on `envs`: random actions, sent to
+    all and then received from all as the actor does; the most our acting loop could reach."""
+    rng = np.random.default_rng(seed)
+    pool = 64  # pre-drawn actions, so the loop times the emulators and not the RNG
+    actions = [rng.integers(0, int(e.single_action_space.n), (pool, e.num_envs)) for e in envs]
+    total = sum(e.num_envs for e in envs)
+
+    def step(iterations: int) -> Rate:
+        start = time.perf_counter()
+        for k in range(iterations):
+            for env, a in zip(envs, actions):
+                env.send(a[k % pool])
+            for env in envs:
+                env.recv()
+        return Rate(iterations * total, time.perf_counter() - start, total)
+
+    return step
+
+
+def merge(rates: list[Rate]) -> Rate:
+    """Blocks of one measurement as one Rate (phases weighted by each block's share of steps)."""
+    steps = sum(r.steps for r in rates)
+    phases = {k: sum(r.phases_ms[k] * r.steps for r in rates) / steps for k in rates[0].phases_ms}
+    return Rate(steps, sum(r.seconds for r in rates), rates[0].envs, sum(r.updates for r in rates), phases)
+
+
+@dataclass
+class Acting:
+    ours: Rate
+    raw_env: Rate
+    build_s: float  # building and resetting the envs and network, not in either rate
+
+    @property
+    def ratio(self) -> float:
+        return ratio(self.ours.steps_per_s, self.raw_env.steps_per_s)
+
+
+def acting_rates(games: list[str], envs_per_game: int, steps: int, protocol: str = "machado", threads: int = 1,
+                 seed: int = 0) -> Acting:
+    """Our acting loop without learning (batched forward over all games, env step, replay insert)
+    and raw stepping of the very same envs, in alternating blocks: same games, envs, threads, load."""
+    iterations = _iterations(steps, len(games) * envs_per_game)
+    start = time.perf_counter()
+    # replay sized to never wrap: first writes (page faults included) as in a run's first pass
+    trainer = build_trainer(games, envs_per_game, protocol, threads, None,
+                            replay_size=(iterations + 20) * envs_per_game, seed=seed)
+    build_s = time.perf_counter() - start
+    raw = raw_stepper(trainer.actor.envs, seed)
+    ours_parts, raw_parts = [], []
+    try:
+        _loop(trainer, 10)
+        raw(10)
+        for block in _blocks(iterations):
+            ours_parts.append(_loop(trainer, block))
+            raw_parts.append(raw(block))
+    finally:
+        trainer.actor.close()
+    return Acting(merge(ours_parts), merge(raw_parts), build_s)
+
+
+def _blocks(iterations: int) -> list[int]:
+    """`iterations` split into BLOCKS nearly equal parts (none empty)."""
+    n = min(BLOCKS, iterations)
+    return [iterations // n + (i < iterations % n) for i in range(n)]
+
+
+@dataclass
+class Training:
+    """One side of the training comparison: its loop's rate and its learner's cost alone."""
+
+    rate: Rate
+    sample_ms: float  # one batch from replay, alone (SB3: inside update_ms)
+    update_ms: float  # one update, alone
+    updates_per_step: float
+    bytes_per_transition: int  # replay memory per stored transition
+
+    @property
+    def ceiling_steps_per_s(self) -> float:
+        """Agent steps/s if the learner's work (sample + update) were the only cost per step."""
+        return 1000.0 / ((self.sample_ms + self.update_ms) * self.updates_per_step)
+
+
+def sb3_train_freq(train_frequency: int, num_envs: int) -> tuple[int, int]:
+    """SB3 (train_freq in vector steps, gradient_steps) giving one update per `train_frequency` agent steps."""
+    if train_frequency % num_envs == 0:
+        return train_frequency // num_envs, 1
+    if num_envs % train_frequency == 0:
+        return 1, num_envs // train_frequency
+    raise ValueError(f"{num_envs} envs cannot do one update per {train_frequency} agent steps in SB3: "
+                     f"use a divisor or a multiple of {train_frequency}")
+
+
+def sb3_dqn(game: str, envs: int, learning_starts: int, protocol: str = "machado", seed: int = 0):
+    """SB3 `DQN("CnnPolicy")` on our env (envs/sb3.py) with TrainConfig's settings.
+
+    Exploration is fixed at TrainConfig.epsilon_end: SB3 skips the forward pass on exploring steps,
+    ours never does, so a high epsilon would flatter SB3.
+    """
+    from stable_baselines3 import DQN
+
+    from envs.sb3 import make_sb3_env
+
+    cfg = TrainConfig()
+    env = make_sb3_env(game, envs, PROTOCOLS[protocol], num_threads=auto_env_threads(1, envs), seed=seed)
+    train_freq, gradient_steps = sb3_train_freq(cfg.train_frequency, envs)
+    return DQN(
+        "CnnPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.replay_size,
+        learning_starts=learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
+        train_freq=(train_freq, "step"), gradient_steps=gradient_steps, n_steps=cfg.n_step,
+        target_update_interval=cfg.target_update_period * cfg.train_frequency,
+        exploration_initial_eps=cfg.epsilon_end, exploration_final_eps=cfg.epsilon_end,
+        max_grad_norm=cfg.max_grad_norm, policy_kwargs={"optimizer_kwargs": {"eps": cfg.adam_eps}},
+        device="cpu", seed=seed, verbose=0,
+    )
+
+
+def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = "machado", threads: int = 1,
+                   seed: int = 0) -> tuple[Training, Training]:
+    """Ours and SB3 DQN on the same game, envs and settings, learning on, in alternating blocks.
+
+    Each side first stores `fill_steps` and learns for `learn_warmup_steps` untimed; then every
+    block times a stretch of training steps of each, and a few updates of each alone.
+    """
+    trainer = build_trainer([game], envs_per_game, protocol, threads, learning_starts=sizes.fill_steps * FRAMESKIP,
+                            seed=seed)
+    cfg, E = trainer.cfg, envs_per_game
+    model = sb3_dqn(game, E, _iterations(sizes.fill_steps, E) * E, protocol, seed)
+    torch.set_num_threads(threads)  # one process: the same intra-op threads for both sides
+    ours, theirs = [], []
+    sample_s = update_s = sb3_update_s = 0.0  # updates alone
+    alone_total = 0
+    try:
+        _loop(trainer, _iterations(sizes.fill_steps, E))
+        _loop(trainer, _iterations(sizes.learn_warmup_steps, E))
+        if trainer.learner.updates == 0:
+            raise RuntimeError("learning did not start before the timed steps; raise learn_warmup_steps")
+        model.learn(model.learning_starts + sizes.learn_warmup_steps)
+        ready = trainer.replay.ready_games(cfg.batch_size // len(trainer.games) + 1)  # as run() asks
+        blocks = _blocks(_iterations(sizes.train_steps, E))
+        for block in blocks:
+            ours.append(_loop(trainer, block))
+            steps, updates, start = model.num_timesteps, model._n_updates, time.perf_counter()
+            model.learn(block * E, reset_num_timesteps=False)
+            theirs.append(Rate(model.num_timesteps - steps, time.perf_counter() - start, E,
+                               model._n_updates - updates))
+            alone = -(-sizes.isolated_updates // len(blocks))
+            for _ in range(alone):
+                t0 = time.perf_counter()
+                batch = trainer.replay.sample(cfg.batch_size, ready)
+                t1 = time.perf_counter()
+                trainer.learner.update(batch)
+                t2 = time.perf_counter()
+                sample_s, update_s = sample_s + t1 - t0, update_s + t2 - t1
+            start = time.perf_counter()
+            model.train(gradient_steps=alone, batch_size=cfg.batch_size)  # samples inside
+            sb3_update_s += time.perf_counter() - start
+            alone_total += alone
+        buffer = model.replay_buffer
+        arrays = (buffer.observations, buffer.next_observations, buffer.actions, buffer.rewards, buffer.dones,
+                  buffer.timeouts)
+        sb3_bytes = sum(a.nbytes for a in arrays) // (buffer.buffer_size * E)
+    finally:
+        trainer.actor.close()
+        model.env.close()
+    per_step, ms = 1 / cfg.train_frequency, 1000 / alone_total
+    return (Training(merge(ours), sample_s * ms, update_s * ms, per_step, trainer.replay.bytes_per_transition),
+            Training(merge(theirs), 0.0, sb3_update_s * ms, per_step, int(sb3_bytes)))
+
+
+# -- scale ---------------------------------------------------------------------------------------------
+def scale_suite(num_games: int) -> list[str]:
+    """1 game: the first of atari5; 5, 10, 26, 57: the named suite of that size; else atari57's first n."""
+    named = {len(games): list(games) for games in suites().values()}
+    named[1] = [suites()["atari5"][0]]
+    return named.get(num_games) or list(suites()["atari57"][:num_games])
+
+
+def scale_rates(game_counts: tuple[int, ...], total_envs: int, steps: int, protocol: str = "machado",
+                threads: int = 1, seed: int = 0) -> list[dict]:
+    """Acting steps/s (summed over envs) as the game count grows at about `total_envs` envs in all.
+
+    Games differ in emulation cost, so part of a change is the game mix and not our overhead: each
+    row also has raw stepping of the same envs (`vs_raw_env`) to tell the two apart.
+    """
+    rows = []
+    for n in game_counts:
+        games = scale_suite(n)
+        envs_per_game = max(1, total_envs // n)
+        acting = acting_rates(games, envs_per_game, steps, protocol, threads, seed)
+        gc.collect()
+        rows.append({"games": n, "envs_per_game": envs_per_game, "envs": n * envs_per_game,
+                     "build_s": acting.build_s, **acting.ours.to_dict(),
+                     "raw_env_steps_per_s": acting.raw_env.steps_per_s, "vs_raw_env": acting.ratio,
+                     "peak_rss_mb": peak_rss_mb()})
+    first = rows[0]["steps_per_s"] if rows and rows[0]["games"] == 1 else float("nan")
+    for row in rows:
+        row["vs_1_game"] = ratio(row["steps_per_s"], first)
+    return rows
+
+
+# -- everything ----------------------------------------------------------------------------------------
+@dataclass
+class BenchOptions:
+    """What `mtdqn bench` measures on (its flags)."""
+
+    quick: bool = False
+    """Shorter measurements (under 3 minutes on 2 cores; the full run takes under 15)."""
+    game: str = "breakout"
+    """Game of the training comparison with SB3 DQN."""
+    suite: str = "atari5"
+    """Games of the acting comparison with raw env stepping."""
+    envs_per_game: int = 4
+    """Envs per game in the acting and training comparisons (SB3 gets the same count)."""
+    scale_envs: int = 60
+    """Total envs in the scale measurement, split evenly over 1, 5, 26 and 57 games (--quick: 1, 5, 57)."""
+    threads: int = 1
+    """Torch threads, for us and SB3 alike."""
+    protocol: Literal["machado", "classic"] = "machado"
+    """Emulator protocol for every measurement."""
+    seed: int = 0
+    """Seed for the emulators and networks."""
+
+
+def settings(opts: BenchOptions, sizes: Sizes) -> dict:
+    import ale_py
+    import stable_baselines3
+
+    cfg = TrainConfig()
+    return {
+        "suite": opts.suite, "games": resolve_games(opts.suite), "training_game": opts.game,
+        "envs_per_game": opts.envs_per_game, "scale_total_envs": opts.scale_envs, "protocol": opts.protocol,
+        "batch_size": cfg.batch_size, "train_frequency": cfg.train_frequency, "n_step": cfg.n_step,
+        "replay_size": cfg.replay_size, "torch_threads": opts.threads, "seed": opts.seed, "quick": opts.quick,
+        "sizes": asdict(sizes), "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+        "ale_py": ale_py.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+        "load_average_start": list(os.getloadavg()),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message: None) -> dict:
+    """All measurements, in the JSON layout `mtdqn bench` writes; ratios are computed from the rates here."""
+    sizes = sizes or (QUICK if opts.quick else Sizes())
+    start = time.perf_counter()
+    torch.set_num_threads(opts.threads)
+    out = {"settings": settings(opts, sizes), "targets": dict(TARGETS)}
+    games = resolve_games(opts.suite)
+    args = {"protocol": opts.protocol, "seed": opts.seed}
+
+    progress(f"acting: our loop and raw env stepping, {len(games)} games x {opts.envs_per_game} envs")
+    acting = acting_rates(games, opts.envs_per_game, sizes.acting_steps, threads=opts.threads, **args)
+    out["acting"] = {"ours": acting.ours.to_dict(), "raw_env": acting.raw_env.to_dict(), "ratio": acting.ratio,
+                     "build_s": acting.build_s}
+
+    progress(f"training: ours and SB3 DQN on {opts.game}, {opts.envs_per_game} envs")
+    train, sb3 = training_rates(opts.game, opts.envs_per_game, sizes, threads=opts.threads, **args)
+    ceiling = train.ceiling_steps_per_s
+    out["training"] = {
+        "ours": train.rate.to_dict(),
+        "sb3": sb3.rate.to_dict() | {"update_ms": sb3.update_ms, "ceiling_steps_per_s": sb3.ceiling_steps_per_s},
+        "ratio_vs_sb3": ratio(train.rate.steps_per_s, sb3.rate.steps_per_s),
+        "sample_ms": train.sample_ms, "update_ms": train.update_ms, "updates_per_step": train.updates_per_step,
+        "ceiling_steps_per_s": ceiling, "fraction_of_ceiling": ratio(train.rate.steps_per_s, ceiling),
+    }
+
+    progress(f"scale: {', '.join(map(str, sizes.scale_games))} games at ~{opts.scale_envs} envs")
+    rows = scale_rates(sizes.scale_games, opts.scale_envs, sizes.scale_steps, threads=opts.threads, **args)
+    out["scale"] = {"rows": rows, "max_games_vs_1_game": rows[-1]["vs_1_game"] if rows else float("nan")}
+
+    bpt = train.bytes_per_transition
+    out["memory"] = {"peak_rss_mb": peak_rss_mb(), "replay_bytes_per_transition": bpt,
+                     "projected_1m_transitions_gb": bpt * 1e6 / 1e9,
+                     "sb3_replay_bytes_per_transition": sb3.bytes_per_transition}
+    out["settings"]["load_average_end"] = list(os.getloadavg())
+    out["elapsed_s"] = time.perf_counter() - start
+    return out
