@@ -70,6 +70,8 @@ class TrainConfig:
     """Episodes per game at each evaluation."""
     eval_epsilon: float = 0.001
     """Exploration rate during evaluation."""
+    video: bool = False
+    """At each evaluation, also record one MP4 episode per game (evals/frames_N/videos/, and W&B)."""
     checkpoint_interval: int = 100_000
     """Frames per game between checkpoints (one is always written at the end)."""
     keep_checkpoints: int = 3

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from agents import checkpoint
 from agents.actor import Actor, ActorStep, linear_epsilon
 from agents.config import TrainConfig
-from agents.evaluation import run_episodes, summarize, write_report
+from agents.evaluation import record_video, run_episodes, summarize, write_report
 from agents.learner import DQNLearner, NonFiniteError
 from agents.network import MultiHeadQNetwork
 from agents.replay import TaskBalancedReplay
@@ -218,8 +218,12 @@ class Trainer:
         report = summarize(returns, protocol=self.protocol, epsilon=cfg.eval_epsilon,
                            frames=dict(zip(self.games, map(int, self.frames))),
                            source=f"{self.run_dir} at {frames_per_game} frames per game")
-        paths = write_report(report, self.run_dir / "evals" / f"frames_{frames_per_game:09d}")
-        self.tracker.log_evaluation(report, paths, frames_per_game)
+        out = self.run_dir / "evals" / f"frames_{frames_per_game:09d}"
+        paths = write_report(report, out)
+        videos = {g: out / "videos" / f"{g}.mp4" for g in self.games} if cfg.video else {}
+        for gid, (game, path) in enumerate(videos.items()):
+            record_video(self.learner.online, game, gid, self.protocol, cfg.eval_epsilon, cfg.seed, path, cfg.device)
+        self.tracker.log_evaluation(report, paths, frames_per_game, videos)
         return report
 
     def state(self) -> dict:

@@ -27,7 +27,7 @@ def mtdqn(*args, cwd: Path, check=True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    mtdqn("train", *TRAIN, "--track", "--wandb-project", "mtdqn-test", "--out", root / "run", cwd=root)
+    mtdqn("train", *TRAIN, "--track", "--video", "--wandb-project", "mtdqn-test", "--out", root / "run", cwd=root)
     return root / "run"
 
 
@@ -49,6 +49,7 @@ def test_run_folder_holds_config_command_checkpoints_and_metrics(run):
     assert frames == sorted(frames) and frames[-1] >= 6000
     evals = sorted((run / "evals").iterdir())
     assert len(evals) == 2 and all((e / "eval.json").is_file() and (e / "hns.png").is_file() for e in evals)
+    assert all((e / "videos" / f"{g}.mp4").stat().st_size > 1000 for e in evals for g in ("pong", "ms_pacman"))
 
 
 def test_offline_wandb_run_holds_the_per_game_metrics(run):
@@ -59,6 +60,7 @@ def test_offline_wandb_run_holds_the_per_game_metrics(run):
         assert {f"train/{game}/episodic_return", f"train/{game}/td_loss", f"eval/{game}/hns"} <= keys
     assert {"eval/hns_iqm", "eval/hns_median", "eval/hns_mean", "perf/frames_per_second"} <= keys
     assert any(k.startswith("eval/table") for k in keys) and any(k.startswith("eval/hns_chart") for k in keys)
+    assert any(k.startswith("eval/pong/video") for k in keys) and any(k.startswith("eval/ms_pacman/video") for k in keys)
     iqm = [h["eval/hns_iqm"] for h in history if "eval/hns_iqm" in h]
     local = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert iqm == pytest.approx([r["eval/hns_iqm"] for r in local if "eval/hns_iqm" in r])
