@@ -57,7 +57,11 @@ class Tracker:
         """W&B online if it can be, else offline, else local logs only: one warning, never an exception."""
         if not track:
             return cls(run_dir)
-        import wandb
+        try:
+            import wandb
+        except Exception as e:  # a broken install must not stop training either
+            _warn(f"W&B unavailable ({type(e).__name__}: {e}); logging to {run_dir / 'metrics.jsonl'} only")
+            return cls(run_dir)
 
         modes = [os.environ.get("WANDB_MODE") or ("online" if _has_wandb_credentials() else "offline")]
         if modes[0] == "online":
@@ -69,9 +73,8 @@ class Tracker:
                                  resume="allow" if run_id else None,
                                  settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60))))
             except Exception as e:  # never let tracking stop training
-                _warn(f"W&B {mode} init failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-                              + ("; trying offline" if mode != modes[-1] else
-                                 f"; logging to {run_dir / 'metrics.jsonl'} only"))
+                then = "trying offline" if mode != modes[-1] else f"logging to {run_dir / 'metrics.jsonl'} only"
+                _warn(f"W&B {mode} init failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {then}")
                 continue
             for prefix in ("train", "eval", "perf", "replay"):
                 run.define_metric(f"{prefix}/*", step_metric="frames_per_game")
@@ -122,13 +125,16 @@ class Tracker:
             return
         import wandb
 
-        columns = ["game", "frames", "episodes", "raw_mean", "raw_std", "hns"]
-        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in report["games"]])
-        media = {"eval/table": table, "eval/hns_chart": wandb.Image(str(paths["png"])),
-                 "frames_per_game": int(frames_per_game)}
-        for game, path in (videos or {}).items():
-            media[f"eval/{game}/video"] = wandb.Video(str(path), format="mp4")
-        self._wandb_call(self.wandb.log, media)
+        def upload():
+            columns = ["game", "frames", "episodes", "raw_mean", "raw_std", "hns"]
+            table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in report["games"]])
+            media = {"eval/table": table, "eval/hns_chart": wandb.Image(str(paths["png"])),
+                     "frames_per_game": int(frames_per_game)}
+            for game, path in (videos or {}).items():
+                media[f"eval/{game}/video"] = wandb.Video(str(path), format="mp4")
+            self.wandb.log(media)
+
+        self._wandb_call(upload)
 
     def log_checkpoint(self, path: Path, frames_per_game: int) -> None:
         if self.wandb is None:
