@@ -90,6 +90,8 @@ def main(argv: list[str]) -> None:
         protocol = replace(protocol, max_frames_per_episode=args.max_episode_frames)
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.parent.parent / "evals" / f"{ckpt.stem}-evaluate"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file, not a folder")
     game_ids = [trained.index(g) for g in games]
     returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device)
     frames = dict(zip(trained, state["frames"]))
