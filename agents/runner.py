@@ -90,7 +90,7 @@ class Trainer:
         budget = cfg.frames_per_game
         next_log, next_eval, next_ckpt = (_next_multiple(self.frames.min(), i or budget)
                                           for i in (cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval))
-        window = _Window(G)
+        window = _Window()
         recent_return = [math.nan] * G
         start = last_time = time.perf_counter()
         last_frames = int(self.frames.sum())
@@ -278,8 +278,7 @@ def _next_multiple(frames: int, interval: int) -> int:
 class _Window:
     """Per-game metrics accumulated between two logs."""
 
-    def __init__(self, num_games: int):
-        self.num_games = num_games
+    def __init__(self):
         self.reset()
 
     def reset(self):
