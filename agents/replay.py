@@ -39,6 +39,8 @@ class Batch:
 class GameReplay:
     """Circular buffer for one game with `lanes` envs stepping in lockstep."""
 
+    ARRAYS = ("frames", "action", "reward", "terminated", "truncated", "first")  # one slot per lane each
+
     def __init__(self, capacity: int, lanes: int, n_step: int):
         self.slots = max(capacity // lanes, STACK + n_step + 2)
         self.lanes = lanes
@@ -55,8 +57,7 @@ class GameReplay:
 
     @property
     def bytes_per_transition(self) -> int:
-        arrays = (self.frames, self.action, self.reward, self.terminated, self.truncated, self.first)
-        return sum(a.nbytes for a in arrays) // (self.slots * self.lanes)
+        return sum(getattr(self, k).nbytes for k in self.ARRAYS) // (self.slots * self.lanes)
 
     def __len__(self) -> int:
         return min(self.added, self.slots) * self.lanes
@@ -72,8 +73,6 @@ class GameReplay:
         self.first[t] = first
         self.cursor = (t + 1) % self.slots
         self.added += 1
-
-    ARRAYS = ("frames", "action", "reward", "terminated", "truncated", "first")
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Contents and cursor; slots never written are saved too (zeros), keeping the layout exact."""
