@@ -57,6 +57,29 @@ class TrainConfig:
     """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
     dueling: bool = False
     """Dueling heads: per-game value and advantage streams."""
+    sharing: Literal["shared", "separate", "grouped", "soft"] = "shared"
+    """How games share the torso. shared: one torso, a head per game; separate: a whole network per
+    game (the no-transfer baseline, same frames per game); grouped: one torso per group of --groups;
+    soft: a torso per game, equal at start, pulled toward their mean by --soft-coupling."""
+    groups: str | None = None
+    """Groups for --sharing grouped: 'pong,breakout;qbert,frostbite', or a file written by `mtdqn group`."""
+    soft_coupling: float = 0.01
+    """--sharing soft: weight of the penalty sum_g |theta_g - mean theta|^2 over the torsos' weights."""
+    balance: Literal["equal", "weighted", "popart", "pcgrad"] = "equal"
+    """How the games' TD losses combine. equal: their mean; weighted: weighted mean by --task-weights;
+    popart: per-game PopArt-normalized targets (pair with --no-reward-clip for raw rewards);
+    pcgrad: per-game torso gradients projected off each other where they conflict, then averaged."""
+    task_weights: str | None = None
+    """--balance weighted: 'pong=2,breakout=0.5' (games not named weigh 1)."""
+    popart_beta: float = 3e-4
+    """--balance popart: step size of the per-game target statistics."""
+    conflict_interval: int = 1_000
+    """Gradient updates between measurements of gradient conflict and inter-task affinity (0: never).
+    Written to conflict.csv in the run folder and to W&B as heatmaps; `mtdqn affinity RUN` sums them up."""
+    conflict_batch_size: int = 128
+    """Transitions (task-balanced) per conflict measurement."""
+    affinity_lr: float = 0.01
+    """SGD step of TAG's lookahead for the affinity: affinities scale with it, their order does not."""
     epsilon_start: float = 1.0
     """Initial exploration rate."""
     epsilon_end: float = 0.01
@@ -110,9 +133,10 @@ class ConfigError(ValueError):
 
 
 _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
-             "train_frequency", "target_update_period", "eval_episodes", "log_interval")
-_NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints")
-_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon")
+             "train_frequency", "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size")
+_NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints",
+                 "conflict_interval", "soft_coupling")
+_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon", "popart_beta")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -126,11 +150,56 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in _UNIT_INTERVAL:
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
-    for name in ("learning_rate", "adam_eps", "max_grad_norm"):
+    for name in ("learning_rate", "adam_eps", "max_grad_norm", "affinity_lr"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     check_device(cfg.device)
+    check_multitask(cfg)
     return cfg
+
+
+def check_multitask(cfg: TrainConfig) -> None:
+    """Options that only make sense together, and groups/weights that name the suite's games."""
+    from agents.grouping import GroupsError, parse_groups
+    from envs import resolve_games
+
+    if cfg.sharing == "grouped" and not cfg.groups:
+        raise ConfigError("--sharing grouped needs --groups 'a,b;c,d' (or a file from `mtdqn group`)")
+    if cfg.groups and cfg.sharing != "grouped":
+        raise ConfigError(f"--groups is for --sharing grouped, but --sharing is {cfg.sharing!r}")
+    if cfg.task_weights and cfg.balance != "weighted":
+        raise ConfigError(f"--task-weights is for --balance weighted, but --balance is {cfg.balance!r}")
+    if cfg.balance == "weighted" and not cfg.task_weights:
+        raise ConfigError("--balance weighted needs --task-weights, e.g. 'pong=2,breakout=0.5'")
+    if cfg.groups or cfg.task_weights:
+        games = resolve_games(cfg.suite)
+        if cfg.groups:
+            try:
+                parse_groups(cfg.groups, games)
+            except GroupsError as e:
+                raise ConfigError(str(e)) from None
+        if cfg.task_weights:
+            task_weights(cfg.task_weights, games)
+
+
+def task_weights(spec: str, games: list[str]) -> list[float]:
+    """Per-game loss weights from 'pong=2,breakout=0.5'; games not named weigh 1."""
+    weights = dict.fromkeys(games, 1.0)
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        game, _, value = item.partition("=")
+        game = game.strip()
+        if game not in weights:
+            raise ConfigError(f"--task-weights names {game!r}, which is not in the suite ({','.join(games)})")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ConfigError(f"--task-weights: {item!r} is not game=number") from None
+        if not weight >= 0:
+            raise ConfigError(f"--task-weights: weight of {game!r} must be >= 0, got {value}")
+        weights[game] = weight
+    if not any(weights.values()):
+        raise ConfigError("--task-weights: at least one game needs a positive weight")
+    return [weights[g] for g in games]
 
 
 def check_device(device: str) -> None:

@@ -1,8 +1,11 @@
-"""Double-DQN learner with n-step targets, Huber loss and equal-weight per-game losses.
+"""Double-DQN learner with n-step targets and Huber loss, per-game losses combined by a balancer.
 
-The batch's per-game TD losses are each a mean over that game's samples, and the training loss is
-their plain mean over the games in the batch (linear scalarization): a game's weight does not
-depend on how many of its samples happen to be in the batch.
+Each game's TD loss is a mean over that game's samples in the batch, so a game's weight does not
+depend on how many of its samples the batch happens to hold. The balancer (agents/balance.py)
+turns them into one update: `equal` (plain mean, linear scalarization), `weighted` (fixed
+per-game weights), `popart` (mean of losses on PopArt-normalized targets) or `pcgrad` (mean of
+per-game gradients on the shared torso after projecting conflicting components away). Soft
+sharing adds `soft_coupling` times the torsos' distance from their mean.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.balance import BALANCES, pcgrad, popart_statistics
 from agents.network import MultiHeadQNetwork
 from agents.replay import Batch
 
@@ -28,7 +32,12 @@ class NonFiniteError(ArithmeticError):
 class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
-                 reward_clip: bool = True, device: str | torch.device = "cpu"):
+                 reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
+                 soft_coupling: float = 0.0, device: str | torch.device = "cpu"):
+        if balance not in BALANCES:
+            raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
+        if (balance == "popart") != network.popart:
+            raise ValueError("balance='popart' needs a network built with popart=True, and only then")
         self.device = torch.device(device)
         self.online = network.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
@@ -38,6 +47,13 @@ class DQNLearner:
         self.target_update_period = target_update_period
         self.max_grad_norm = max_grad_norm
         self.reward_clip = reward_clip
+        self.balance = balance
+        weights = torch.ones(network.num_games) if task_weights is None else torch.as_tensor(task_weights).float()
+        self.weights = weights.to(self.device)
+        self.popart_beta = popart_beta
+        self.popart_nu = torch.ones(network.num_games, device=self.device)  # second moment; mu lives in the network
+        self.soft_coupling = soft_coupling
+        self._shared = {id(p) for p in self.online.shared_parameters()}
         self.updates = 0
 
     def _tensors(self, batch: Batch):
@@ -61,37 +77,115 @@ class DQNLearner:
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
         return returns + bootstrap * next_q
 
+    def per_game_losses(self, obs, action, target, game):
+        """Mean Huber TD loss per game [G] (0 where absent), sample counts [G], and Q(s, a) [B].
+
+        Under PopArt the loss compares normalized values with normalized targets.
+        """
+        net = self.online
+        out = net.normalized(obs, game).gather(1, action[:, None]).squeeze(1)
+        if net.popart:
+            mu, sigma = net.popart_mu[game], net.popart_sigma[game]
+            td = F.smooth_l1_loss(out, (target - mu) / sigma, reduction="none")
+            q = out.detach() * sigma + mu
+        else:
+            td = F.smooth_l1_loss(out, target, reduction="none")
+            q = out.detach()
+        num_games = net.num_games
+        count = torch.zeros(num_games, device=td.device).index_add_(0, game, torch.ones_like(td))
+        per_game = torch.zeros(num_games, device=td.device).index_add_(0, game, td) / count.clamp(min=1)
+        return per_game, count, q
+
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns per-game mean TD loss [G] (nan where absent) and mean Q."""
         obs, action, rewards, terminated, steps, next_obs, game = self._tensors(batch)
         target = self.td_targets(rewards, terminated, steps, next_obs, game)
-        q = self.online(obs, game).gather(1, action[:, None]).squeeze(1)
-        td = F.smooth_l1_loss(q, target, reduction="none")
-        num_games = self.online.num_games
-        count = torch.zeros(num_games, device=td.device).index_add_(0, game, torch.ones_like(td))
-        per_game = torch.zeros(num_games, device=td.device).index_add_(0, game, td) / count.clamp(min=1)
+        undo = self._popart_step(target, game) if self.online.popart else None
+        per_game, count, q = self.per_game_losses(obs, action, target, game)
         present = count > 0
-        loss = per_game[present].mean()
+        weights = self.weights[present]
+        loss = (weights * per_game[present]).sum() / weights.sum()
         if not torch.isfinite(loss):  # before any state changes, so the batch can be skipped cleanly
+            if undo:
+                undo()
             bad = (present & ~torch.isfinite(per_game)).nonzero().flatten().tolist()
             raise NonFiniteError(self.updates + 1, bad, "TD loss (targets or Q-values)")
+        penalty = self.online.soft_penalty() if self.soft_coupling else None
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.balance == "pcgrad":
+            self._pcgrad_backward(per_game, present)
+            if penalty is not None:
+                (self.soft_coupling * penalty).backward()
+        else:
+            (loss if penalty is None else loss + self.soft_coupling * penalty).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
+            if undo:
+                undo()
             raise NonFiniteError(self.updates + 1, present.nonzero().flatten().tolist(), "gradient")
         self.optimizer.step()
         self.updates += 1
         if self.updates % self.target_update_period == 0:
             self.target.load_state_dict(self.online.state_dict())
         per_game = per_game.detach().masked_fill(~present, float("nan"))
-        return {"loss": loss.detach(), "per_game_loss": per_game, "q": q.detach().mean(),
-                "grad_norm": grad_norm.detach()}
+        metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(), "grad_norm": grad_norm.detach()}
+        if penalty is not None:
+            metrics["soft_penalty"] = penalty.detach()
+        return metrics
+
+    def _pcgrad_backward(self, per_game: torch.Tensor, present: torch.Tensor) -> None:
+        """Set .grad: PCGrad's combination on the shared torso, the mean of per-game gradients elsewhere."""
+        params = list(self.online.parameters())
+        shared = [id(p) in self._shared for p in params]
+        games = present.nonzero().flatten().tolist()
+        flat, rest = [], [torch.zeros_like(p) for p, s in zip(params, shared) if not s]
+        for i, g in enumerate(games):
+            grads = torch.autograd.grad(per_game[g], params, retain_graph=i < len(games) - 1, allow_unused=True)
+            grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
+            flat.append(torch.cat([gr.flatten() for gr, s in zip(grads, shared) if s]))
+            for acc, gr in zip(rest, (gr for gr, s in zip(grads, shared) if not s)):
+                acc += gr / len(games)
+        combined = pcgrad(torch.stack(flat))
+        offset, others = 0, iter(rest)
+        for p, s in zip(params, shared):
+            if s:
+                p.grad = torch.empty_like(p).copy_(combined[offset:offset + p.numel()].view(p.shape))
+                offset += p.numel()
+            else:
+                p.grad = next(others)
+
+    def _popart_step(self, target: torch.Tensor, game: torch.Tensor):
+        """Move the per-game target statistics and rescale both networks' heads to preserve outputs.
+
+        Returns an undo function, so a batch refused for non-finite values leaves no trace.
+        """
+        net = self.online
+        saved = [t.detach().clone() for t in self._popart_state()]
+        if not torch.isfinite(target).all():
+            return lambda: None
+        mu, nu, sigma = popart_statistics(net.popart_mu, self.popart_nu, target, game, self.popart_beta)
+        for network in (self.online, self.target):
+            network.rescale_heads(mu, sigma)
+        self.popart_nu = nu
+
+        def undo():
+            with torch.no_grad():
+                for t, old in zip(self._popart_state(), saved):
+                    t.copy_(old)
+        return undo
+
+    def _popart_state(self) -> list[torch.Tensor]:
+        tensors = [self.popart_nu]
+        for network in (self.online, self.target):
+            tensors += [network.heads.weight, network.heads.bias, network.popart_mu, network.popart_sigma]
+            if network.dueling:
+                tensors += [network.values.weight, network.values.bias]
+        return tensors
 
     def state_dict(self) -> dict:
         return {"online": self.online.state_dict(), "target": self.target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+                "optimizer": self.optimizer.state_dict(), "updates": self.updates, "popart_nu": self.popart_nu}
 
     def load_state_dict(self, state: dict) -> None:
         self.online.load_state_dict(state["online"])
@@ -99,6 +193,8 @@ class DQNLearner:
         # torch keeps the given moment tensors (no copy): a deep copy keeps `state` reusable
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.updates = int(state["updates"])
+        if "popart_nu" in state:
+            self.popart_nu = state["popart_nu"].to(self.device).clone()
 
 
 def greedy_actions(network: MultiHeadQNetwork, obs: np.ndarray, game_ids: torch.Tensor, device) -> np.ndarray:

@@ -1,12 +1,21 @@
-"""Shared Nature-DQN torso with one Q-head per game.
+"""Nature-DQN torsos with one Q-head per game, and the ways games share them.
+
+`torso_of[g]` names the torso game g reads its features from: all zeros is hard sharing (one
+torso, the default), `range(G)` is no sharing (a network per game), anything between is grouped
+sharing. Soft sharing is `range(G)` with equal initial torsos plus `soft_penalty` in the loss.
 
 All heads live in one linear layer whose output columns are the games' action sets laid end to
 end, so a mixed-game batch costs one matmul; `forward(obs, game_ids)` gathers each sample's own
 columns into a [batch, max_actions] tensor and fills the columns past that game's action count
 with -inf, so argmax and max never pick an action the game does not have.
+
+With `popart=True` the heads output normalized values and `forward` returns sigma_g * n + mu_g
+(Hessel et al. 2019); `rescale_heads` changes (mu, sigma) without changing `forward`'s output.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -40,21 +49,38 @@ class MultiHeadQNetwork(nn.Module):
 
     action_counts: actions of each game, in game-id order.
     dueling: per-game value and advantage streams (Wang et al. 2016), Q = V + A - mean(A).
+    torso_of: torso index per game (default: one torso for all).
+    tied_init: all torsos start from the same weights (soft sharing pulls them together from there).
+    popart: heads output normalized values; `forward` unnormalizes with per-game (mu, sigma).
     """
 
-    def __init__(self, action_counts: list[int], dueling: bool = False):
+    def __init__(self, action_counts: list[int], dueling: bool = False, torso_of: list[int] | None = None,
+                 tied_init: bool = False, popart: bool = False):
         super().__init__()
         self.action_counts = [int(n) for n in action_counts]
         self.dueling = dueling
-        self.torso = NatureTorso()
-        self.heads = nn.Linear(self.torso.out_features, sum(self.action_counts))
-        self.values = nn.Linear(self.torso.out_features, len(self.action_counts)) if dueling else None
+        self.torso_of = [0] * len(self.action_counts) if torso_of is None else [int(t) for t in torso_of]
+        if len(self.torso_of) != len(self.action_counts) or sorted(set(self.torso_of)) != list(
+                range(max(self.torso_of) + 1)):
+            raise ValueError(f"torso_of {self.torso_of} must give each of {len(self.action_counts)} games a torso "
+                             f"index, using every index from 0 up")
+        self.tied_init = tied_init
+        self.popart = popart
+        first = NatureTorso()
+        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso()
+                                               for _ in range(max(self.torso_of))])
+        self.heads = nn.Linear(NatureTorso.out_features, sum(self.action_counts))
+        self.values = nn.Linear(NatureTorso.out_features, len(self.action_counts)) if dueling else None
         max_actions = max(self.action_counts)
         offsets = torch.tensor([0] + self.action_counts[:-1]).cumsum(0)
         cols = torch.arange(max_actions)
         valid = cols[None, :] < torch.tensor(self.action_counts)[:, None]
         self.register_buffer("columns", torch.where(valid, offsets[:, None] + cols[None, :], 0), persistent=False)
         self.register_buffer("valid", valid, persistent=False)
+        self.register_buffer("torso_index", torch.tensor(self.torso_of), persistent=False)
+        if popart:
+            self.register_buffer("popart_mu", torch.zeros(self.num_games))
+            self.register_buffer("popart_sigma", torch.ones(self.num_games))
         # channels-last convolutions: ~12% faster per update on the 2-core CPU we develop on
         self.to(memory_format=torch.channels_last)
 
@@ -62,8 +88,30 @@ class MultiHeadQNetwork(nn.Module):
     def num_games(self) -> int:
         return len(self.action_counts)
 
-    def forward(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
-        features = self.torso(obs)
+    def spec(self) -> dict:
+        """What it takes to rebuild this architecture (stored in checkpoints)."""
+        return {"action_counts": self.action_counts, "dueling": self.dueling, "torso_of": self.torso_of,
+                "tied_init": self.tied_init, "popart": self.popart}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The torsos' parameters: where games' gradients meet (heads are per game)."""
+        return list(self.torsos.parameters())
+
+    def features(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
+        if len(self.torsos) == 1:
+            return self.torsos[0](obs)
+        obs = obs if obs.is_floating_point() else obs.float() / 255.0
+        which = self.torso_index[game_ids]
+        out = obs.new_zeros(len(obs), NatureTorso.out_features)
+        for t, torso in enumerate(self.torsos):
+            rows = (which == t).nonzero().flatten()
+            if len(rows):
+                out = out.index_copy(0, rows, torso(obs[rows]))
+        return out
+
+    def normalized(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs (normalized values under PopArt, Q-values otherwise), -inf past a game's actions."""
+        features = self.features(obs, game_ids)
         valid = self.valid[game_ids]
         q = self.heads(features).gather(1, self.columns[game_ids])
         if self.dueling:
@@ -71,3 +119,47 @@ class MultiHeadQNetwork(nn.Module):
             value = self.values(features).gather(1, game_ids[:, None])
             q = value + q - adv_mean
         return q.masked_fill(~valid, float("-inf"))
+
+    def forward(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
+        q = self.normalized(obs, game_ids)
+        if self.popart:
+            q = q * self.popart_sigma[game_ids, None] + self.popart_mu[game_ids, None]
+        return q
+
+    @torch.no_grad()
+    def rescale_heads(self, new_mu: torch.Tensor, new_sigma: torch.Tensor) -> None:
+        """PopArt's output-preserving update: new statistics, heads rescaled so `forward` is unchanged.
+
+        n' = (sigma * n + mu - mu') / sigma' for every game; the advantage stream (dueling) or the
+        whole head scales by sigma / sigma', and the offset goes into the bias of the value stream
+        (dueling: A - mean(A) ignores a constant) or of every action column.
+        """
+        scale = self.popart_sigma / new_sigma
+        shift = (self.popart_mu - new_mu) / new_sigma
+        per_column = torch.repeat_interleave(torch.arange(self.num_games, device=scale.device),
+                                             torch.tensor(self.action_counts, device=scale.device))
+        self.heads.weight.mul_(scale[per_column, None])
+        self.heads.bias.mul_(scale[per_column])
+        if self.dueling:
+            self.values.weight.mul_(scale[:, None])
+            self.values.bias.mul_(scale).add_(shift)
+        else:
+            self.heads.bias.add_(shift[per_column])
+        self.popart_mu.copy_(new_mu)
+        self.popart_sigma.copy_(new_sigma)
+
+    def soft_penalty(self) -> torch.Tensor:
+        """Sum over torsos of the squared distance of their weights from the torsos' mean (0 with one torso)."""
+        if len(self.torsos) == 1:
+            return self.heads.weight.new_zeros(())
+        total = 0.0
+        for params in zip(*(t.parameters() for t in self.torsos)):
+            stacked = torch.stack(params)
+            total = total + (stacked - stacked.mean(0)).pow(2).sum()
+        return total
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before per-group torsos named the single torso `torso.`
+        for key in [k for k in state_dict if k.startswith(prefix + "torso.")]:
+            state_dict[prefix + "torsos.0." + key[len(prefix + "torso."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents import checkpoint
+from agents import checkpoint, conflict
 from agents.actor import Actor, ActorStep, linear_epsilon
-from agents.config import TrainConfig
+from agents.config import TrainConfig, task_weights
 from agents.evaluation import record_video, run_episodes, summarize, write_report
+from agents.grouping import parse_groups
 from agents.learner import DQNLearner, NonFiniteError
 from agents.network import MultiHeadQNetwork
 from agents.replay import TaskBalancedReplay
@@ -38,6 +39,24 @@ def library_versions() -> dict[str, str]:
 
     return {"torch": str(torch.__version__), "ale_py": ale_py.__version__, "gymnasium": gymnasium.__version__,
             "numpy": np.__version__}
+
+
+def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
+    """The network and learner the config asks for: sharing mode, balancer, their options."""
+    if cfg.sharing == "shared":
+        torso_of = [0] * len(games)
+    elif cfg.sharing == "grouped":
+        torso_of = parse_groups(cfg.groups, games)
+    else:  # separate and soft: a torso per game
+        torso_of = list(range(len(games)))
+    network = MultiHeadQNetwork(action_counts, dueling=cfg.dueling, torso_of=torso_of,
+                                tied_init=cfg.sharing == "soft", popart=cfg.balance == "popart")
+    return DQNLearner(
+        network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
+        target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
+        reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
+        task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
+        soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, device=cfg.device)
 
 
 def auto_env_threads(num_games: int, envs_per_game: int) -> int:
@@ -66,11 +85,7 @@ class Trainer:
         # a resumed run starts fresh episodes (emulator state is not saved), from seeds of its own
         self.actor = Actor(self.games, cfg.envs_per_game, self.protocol, cfg.seed, env_threads, cfg.device,
                            env_seed=cfg.seed + resumed_frames)
-        network = MultiHeadQNetwork(self.actor.action_counts, dueling=cfg.dueling)
-        self.learner = DQNLearner(
-            network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
-            target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
-            reward_clip=cfg.reward_clip, device=cfg.device)
+        self.learner = build_learner(cfg, self.games, self.actor.action_counts)
         self.replay = TaskBalancedReplay(len(self.games), cfg.replay_size, cfg.envs_per_game, cfg.n_step,
                                          balance=cfg.replay_balance, seed=cfg.seed)
         self.frames = np.zeros(len(self.games), dtype=np.int64)
@@ -187,7 +202,7 @@ class Trainer:
 
     def _update(self, ready: list[int]) -> dict | None:
         try:
-            return self.learner.update(self.replay.sample(self.cfg.batch_size, ready))
+            metrics = self.learner.update(self.replay.sample(self.cfg.batch_size, ready))
         except NonFiniteError as e:
             if self.cfg.on_nonfinite == "skip":
                 self.skipped_batches += 1
@@ -197,6 +212,23 @@ class Trainer:
                                    self.run_dir / "checkpoints" / f"diagnostic_update_{e.update:09d}.pt")
             raise TrainingStopped(f"non-finite {e.what} at update {e.update} for game(s) {names}; learning stopped, "
                                   f"diagnostic checkpoint {path} (--on-nonfinite skip skips such batches)") from None
+        interval = self.cfg.conflict_interval
+        if interval and len(ready) > 1 and self.learner.updates % interval == 0:
+            self.measure_transfer(ready)
+        return metrics
+
+    def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
+        """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
+        transfer = conflict.measure(self.learner, self.replay.sample(self.cfg.conflict_batch_size, ready),
+                                    self.cfg.affinity_lr)
+        frames, update = int(self.frames.min()), self.learner.updates
+        conflict.append_csv(self.run_dir / "conflict.csv", transfer, self.games, frames, update)
+        self.tracker.log(conflict.summary_metrics(transfer, self.games, pairs=len(self.games) <= 8), frames)
+        self.tracker.log_figures({"conflict/cosine_heatmap": lambda: conflict.heatmap(
+            transfer.cosine, self.games, f"gradient cosine, update {update}"),
+            "conflict/affinity_heatmap": lambda: conflict.heatmap(
+            transfer.affinity, self.games, f"TAG affinity (row -> column), update {update}")}, frames)
+        return transfer
 
     def _catch_signals(self):
         """SIGINT/SIGTERM: finish the step, checkpoint, stop; a second Ctrl-C interrupts at once."""
@@ -229,6 +261,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "config": self.cfg.to_dict(), "games": list(self.games), "action_counts": self.actor.action_counts,
+            "network": self.learner.online.spec(),
             "protocol": self.protocol.to_dict(), "learner": self.learner.state_dict(),
             "frames": [int(f) for f in self.frames], "episodes": [int(e) for e in self.episodes],
             "update_credit": float(self.update_credit), "skipped_batches": self.skipped_batches,
@@ -257,6 +290,7 @@ class Trainer:
         else:  # refill before learning again, rather than overfit a near-empty buffer
             self.learning_starts = frames + self.cfg.learning_starts
         self.tracker.truncate_after(frames)
+        conflict.truncate_csv(self.run_dir / "conflict.csv", frames)
 
     def save(self) -> Path:
         frames = int(self.frames.min())

@@ -76,7 +76,7 @@ class Tracker:
                 then = "trying offline" if mode != modes[-1] else f"logging to {run_dir / 'metrics.jsonl'} only"
                 _warn(f"W&B {mode} init failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {then}")
                 continue
-            for prefix in ("train", "eval", "perf", "replay"):
+            for prefix in ("train", "eval", "perf", "replay", "conflict"):
                 run.define_metric(f"{prefix}/*", step_metric="frames_per_game")
             if mode == "offline":
                 print(f"W&B is offline; upload later with: wandb sync {Path(run.dir).parent}", file=sys.stderr)
@@ -132,6 +132,23 @@ class Tracker:
                      "frames_per_game": int(frames_per_game)}
             for game, path in (videos or {}).items():
                 media[f"eval/{game}/video"] = wandb.Video(str(path), format="mp4")
+            self.wandb.log(media)
+
+        self._wandb_call(upload)
+
+    def log_figures(self, figures: dict, frames_per_game: int) -> None:
+        """W&B images from matplotlib figure factories (called only when W&B is on)."""
+        if self.wandb is None:
+            return
+        import matplotlib.pyplot as plt
+        import wandb
+
+        def upload():
+            media = {"frames_per_game": int(frames_per_game)}
+            for key, make in figures.items():
+                fig = make()
+                media[key] = wandb.Image(fig)
+                plt.close(fig)
             self.wandb.log(media)
 
         self._wandb_call(upload)

@@ -9,6 +9,10 @@ COMMANDS = {
     "evaluate": "Evaluate a checkpoint: per-game scores, HNS and aggregates.",
     "suites": "List the named suites (and, with --all, every game id).",
     "bench": "Measure acting, training and scaling throughput and replay memory against references.",
+    "affinity": "Average a run's gradient-conflict and inter-task-affinity measurements.",
+    "group": "Choose which games to train together from an affinity matrix.",
+    "compare": "Put runs' per-game HNS side by side: ratios, aggregates, negative transfer.",
+    "baseline": "Train SB3's single-task DQN on one game under the same protocol, for comparison.",
 }
 
 
@@ -61,16 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
     from envs import GameError
     from agents.checkpoint import CheckpointError
+    from agents.grouping import GroupsError
 
     try:
-        if command == "train":
-            from scripts.train import main as run
-        elif command == "evaluate":
-            from scripts.evaluate import main as run
-        elif command == "bench":
-            from scripts.bench import main as run
-        else:
-            from scripts.suites import main as run
-        run(rest)
-    except (UsageError, GameError, CheckpointError) as e:
+        import importlib
+
+        importlib.import_module(f"scripts.{command}").main(rest)
+    except (UsageError, GameError, CheckpointError, GroupsError) as e:
         fail(str(e))

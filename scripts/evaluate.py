@@ -47,7 +47,9 @@ class EvaluateArgs:
 def load_network(state: dict, path: str, device) -> MultiHeadQNetwork:
     """Rebuild the checkpoint's network; a state that does not fit is another architecture."""
     try:
-        network = MultiHeadQNetwork(state["action_counts"], dueling=bool(state["config"]["dueling"]))
+        spec = state.get("network") or {"action_counts": state["action_counts"],
+                                         "dueling": bool(state["config"]["dueling"])}
+        network = MultiHeadQNetwork(**spec)
         network.load_state_dict(state["learner"]["online"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise checkpoint.CheckpointError(

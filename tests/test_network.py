@@ -27,7 +27,7 @@ def test_each_sample_is_scored_by_its_own_games_head(dueling):
     obs = torch.randint(0, 255, (6, 4, 84, 84), dtype=torch.uint8)
     games = torch.tensor([2, 0, 1, 1, 0, 2])
     q = net(obs, games)
-    features = net.torso(obs)
+    features = net.torsos[0](obs)
     offsets = np.cumsum([0] + counts)
     for i, g in enumerate(games.tolist()):
         rows = slice(offsets[g], offsets[g + 1])

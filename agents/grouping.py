@@ -1,0 +1,170 @@
+"""Which games to train together: groups as strings, and the search for the best partition.
+
+A partition's score is the affinity each game receives from its groupmates, summed over games:
+score = sum over groups S, over j in S, of the mean over i in S, i != j, of affinity[i, j]
+(TAG's grouping objective, Fifty et al. 2021; a game alone receives 0). Choosing at most K
+groups to maximize it is Standley et al. 2020's network-selection problem restricted to
+partitions: exact enumeration up to EXACT_MAX_GAMES games, a documented heuristic above.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+EXACT_MAX_GAMES = 10  # Bell(10) = 115,975 partitions: a second or two in numpy
+
+
+class GroupsError(ValueError):
+    """A groups string, groups file or affinity file that cannot be used; the message says why."""
+
+
+def groups_string(groups: list[list[str]]) -> str:
+    return ";".join(",".join(g) for g in groups)
+
+
+def parse_groups(spec: str, games: list[str]) -> list[int]:
+    """Group index per game from 'a,b;c,d' or a file holding that (comment lines start with #)."""
+    text = spec
+    if Path(spec).is_file():
+        lines = [line.strip() for line in Path(spec).read_text().splitlines()]
+        text = ";".join(line for line in lines if line and not line.startswith("#"))
+    groups = [[g.strip() for g in part.split(",") if g.strip()] for part in text.split(";") if part.strip()]
+    seen: dict[str, int] = {}
+    for k, group in enumerate(groups):
+        for g in group:
+            if g not in games:
+                raise GroupsError(f"--groups names {g!r}, which is not in the suite ({','.join(games)})")
+            if g in seen:
+                raise GroupsError(f"--groups puts {g!r} in two groups; each game belongs to exactly one")
+            seen[g] = k
+    missing = [g for g in games if g not in seen]
+    if missing:
+        raise GroupsError(f"--groups leaves out {','.join(missing)}: every game of the suite needs a group "
+                          f"(e.g. {groups_string(groups + [missing])})")
+    return [seen[g] for g in games]
+
+
+def read_affinity(path: str) -> tuple[list[str], np.ndarray]:
+    """A square CSV: header row and first column name the games (in the same order), values are numbers."""
+    import csv
+
+    file = Path(path)
+    if not file.is_file():
+        raise GroupsError(f"affinity file {path!r} does not exist")
+    rows = [r for r in csv.reader(file.open()) if r]
+    if len(rows) < 3:
+        raise GroupsError(f"affinity file {path!r} needs a header row and at least 2 games")
+    games = [g.strip() for g in rows[0][1:]]
+    if [r[0].strip() for r in rows[1:]] != games:
+        raise GroupsError(f"affinity file {path!r}: the first column must list the header's games in the same order")
+    try:
+        matrix = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    except ValueError as e:
+        raise GroupsError(f"affinity file {path!r} has a non-number: {e}") from None
+    if matrix.shape != (len(games), len(games)):
+        raise GroupsError(f"affinity file {path!r} is not square: {matrix.shape[0]} rows for {len(games)} games")
+    if not np.isfinite(matrix[~np.eye(len(games), dtype=bool)]).all():
+        raise GroupsError(f"affinity file {path!r} has missing or infinite off-diagonal values")
+    return games, matrix
+
+
+def group_score(affinity: np.ndarray, members: list[int]) -> float:
+    if len(members) < 2:
+        return 0.0
+    sub = affinity[np.ix_(members, members)].copy()
+    np.fill_diagonal(sub, 0.0)
+    return float(sub.sum() / (len(members) - 1))
+
+
+def partition_score(affinity: np.ndarray, labels) -> float:
+    return sum(group_score(affinity, [i for i, l in enumerate(labels) if l == k]) for k in set(labels))
+
+
+def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0) -> tuple[list[int], float, str]:
+    """Group label per game maximizing `partition_score` with at most `max_groups` groups.
+
+    Returns (labels, score, method). Ties keep the partition found first (fewer groups first in
+    the exact search's order).
+    """
+    n = len(affinity)
+    if max_groups < 1:
+        raise GroupsError(f"--networks must be at least 1, got {max_groups}")
+    if n <= EXACT_MAX_GAMES:
+        best, best_score = None, -np.inf
+        for labels in _partitions(n, max_groups):
+            score = partition_score(affinity, labels)
+            if score > best_score + 1e-12:
+                best, best_score = labels, score
+        return list(best), best_score, f"exact search over every partition of {n} games into <= {max_groups} groups"
+    return _local_search(affinity, max_groups, seed) + (
+        f"heuristic ({n} > {EXACT_MAX_GAMES} games): greedy merging, then single-game moves and swaps "
+        f"until no move improves, best of 20 restarts",)
+
+
+def _partitions(n: int, k: int):
+    """Restricted growth strings: every partition of n items into at most k blocks, once."""
+    labels = [0] * n
+
+    def rec(i: int, used: int):
+        if i == n:
+            yield tuple(labels)
+            return
+        for label in range(min(used + 1, k)):
+            labels[i] = label
+            yield from rec(i + 1, max(used, label + 1))
+
+    yield from rec(1, 1) if n else iter([()])
+
+
+def _local_search(affinity: np.ndarray, k: int, seed: int) -> tuple[list[int], float]:
+    rng = np.random.default_rng(seed)
+    n = len(affinity)
+    best, best_score = None, -np.inf
+    for restart in range(20):
+        labels = _greedy_merge(affinity, k) if restart == 0 else list(rng.integers(0, k, n))
+        score = partition_score(affinity, labels)
+        improved = True
+        while improved:
+            improved = False
+            moves = [(i, g) for i in range(n) for g in range(k)]
+            moves += [(i, -1 - j) for i, j in itertools.combinations(range(n), 2)]  # negative: swap with j
+            for i, g in moves:
+                trial = list(labels)
+                if g >= 0:
+                    trial[i] = g
+                else:
+                    j = -1 - g
+                    trial[i], trial[j] = labels[j], labels[i]
+                trial_score = partition_score(affinity, trial)
+                if trial_score > score + 1e-12:
+                    labels, score, improved = trial, trial_score, True
+        if score > best_score + 1e-12:
+            best, best_score = _canonical(labels), score
+    return best, best_score
+
+
+def _greedy_merge(affinity: np.ndarray, k: int) -> list[int]:
+    """Start from singletons; merge the pair of groups that adds most score, while above k groups or it helps."""
+    groups = [[i] for i in range(len(affinity))]
+    while len(groups) > 1:
+        gains = [(group_score(affinity, a + b) - group_score(affinity, a) - group_score(affinity, b), x, y)
+                 for (x, a), (y, b) in itertools.combinations(enumerate(groups), 2)]
+        gain, x, y = max(gains)
+        if gain <= 0 and len(groups) <= k:
+            break
+        groups[x] = groups[x] + groups[y]
+        del groups[y]
+    labels = [0] * len(affinity)
+    for label, group in enumerate(groups):
+        for i in group:
+            labels[i] = label
+    return labels
+
+
+def _canonical(labels) -> list[int]:
+    """Relabel groups in order of first appearance."""
+    mapping: dict[int, int] = {}
+    return [mapping.setdefault(l, len(mapping)) for l in labels]

@@ -1,0 +1,73 @@
+"""Gradient conflict and TAG affinity: opposite tasks conflict, agreeing tasks help, CSV round trips."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents import conflict
+from agents.learner import DQNLearner
+from agents.network import MultiHeadQNetwork
+from agents.replay import TaskBalancedReplay
+
+
+def two_task_learner(rewards: list[list[float]], torso_of=(0, 0)):
+    """Two games seeing the same frames, 2 actions each, one-step episodes with rewards[g][a]."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    replay = TaskBalancedReplay(2, capacity_per_game=600, lanes=1, n_step=1, seed=0)
+    frame = rng.integers(0, 255, (1, 84, 84)).astype(np.uint8)
+    for g in range(2):
+        for _ in range(200):
+            a = int(rng.integers(2))
+            replay.add(g, frame, np.array([a]), np.array([rewards[g][a]]), np.array([True]), np.array([False]),
+                       np.array([True]))
+            replay.add(g, frame, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
+                       np.array([False]))
+    net = MultiHeadQNetwork([2, 2], torso_of=list(torso_of), tied_init=True)
+    with torch.no_grad():  # identical heads: only the tasks' rewards differ
+        net.heads.weight[2:] = net.heads.weight[:2]
+        net.heads.bias[2:] = net.heads.bias[:2]
+    learner = DQNLearner(net, reward_clip=False)
+    return learner, replay.sample(64, [0, 1])
+
+
+def test_tasks_wanting_opposite_actions_conflict_and_agreeing_tasks_help_each_other():
+    opposite = conflict.measure(*two_task_learner([[1.0, -1.0], [-1.0, 1.0]]), lookahead_lr=0.01)
+    agreeing = conflict.measure(*two_task_learner([[1.0, -1.0], [1.0, -1.0]]), lookahead_lr=0.01)
+    assert opposite.cosine[0, 1] < -0.9 and agreeing.cosine[0, 1] > 0.9
+    np.testing.assert_allclose(np.diag(opposite.cosine), [1.0, 1.0], atol=1e-5)
+    assert opposite.cosine[0, 1] == pytest.approx(opposite.cosine[1, 0])
+    for i, j in ((0, 1), (1, 0)):  # a step on i's loss raises j's loss when they conflict, lowers it when not
+        assert opposite.affinity[i, j] < 0 < agreeing.affinity[i, j]
+    assert (np.diag(opposite.affinity) > 0).all()  # a step on a game's own loss lowers it
+
+
+def test_games_that_share_no_torso_neither_conflict_nor_transfer():
+    separate = conflict.measure(*two_task_learner([[1.0, -1.0], [-1.0, 1.0]], torso_of=(0, 1)), lookahead_lr=0.01)
+    assert separate.cosine[0, 1] == 0.0 and separate.affinity[0, 1] == 0.0 and separate.affinity[1, 0] == 0.0
+
+
+def test_measuring_leaves_the_network_unchanged():
+    learner, batch = two_task_learner([[1.0, -1.0], [-1.0, 1.0]])
+    before = {k: v.clone() for k, v in learner.online.state_dict().items()}
+    conflict.measure(learner, batch, lookahead_lr=0.5)
+    for k, v in learner.online.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in learner.online.parameters())
+
+
+def test_csv_time_series_averages_truncates_and_writes_matrices(tmp_path):
+    games = ["pong", "breakout"]
+    path = tmp_path / "conflict.csv"
+    for frames, update, c in ((1000, 10, -0.5), (2000, 20, 0.1), (3000, 30, 0.3)):
+        t = conflict.Transfer(np.array([[1.0, c], [c, 1.0]]), np.array([[0.2, c / 10], [2 * c, 0.1]]))
+        conflict.append_csv(path, t, games, frames, update)
+    read_games, means, count = conflict.read_csv(path)
+    assert read_games == games and count == 3
+    assert means["cosine"][0, 1] == pytest.approx((-0.5 + 0.1 + 0.3) / 3)
+    assert means["affinity"][1, 0] == pytest.approx(2 * (-0.5 + 0.1 + 0.3) / 3)
+    assert conflict.read_csv(path, since_frames=2000)[1]["cosine"][0, 1] == pytest.approx(0.2)
+    conflict.truncate_csv(path, 2000)
+    assert conflict.read_csv(path)[2] == 2
+    conflict.write_matrix(tmp_path / "m.csv", means["affinity"], games)
+    assert (tmp_path / "m.csv").read_text().splitlines()[0] == "source\\target,pong,breakout"

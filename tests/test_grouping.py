@@ -1,0 +1,88 @@
+"""Choosing groups: the known optimum on hand-made affinities, exact vs heuristic, groups strings and files."""
+
+import numpy as np
+import pytest
+
+from agents import grouping
+from agents.grouping import GroupsError, best_partition, parse_groups, partition_score, read_affinity
+
+# a and b help each other, c and d help each other, across the pairs they hurt
+PAIRS = np.array([
+    [0.0, 0.4, -0.2, -0.1],
+    [0.3, 0.0, -0.3, -0.2],
+    [-0.2, -0.1, 0.0, 0.5],
+    [-0.1, -0.4, 0.2, 0.0],
+])
+
+
+def test_two_networks_split_the_helpful_pairs():
+    labels, score, method = best_partition(PAIRS, max_groups=2)
+    assert labels == [0, 0, 1, 1] and method.startswith("exact")
+    assert score == pytest.approx((0.4 + 0.3) + (0.5 + 0.2))  # each game's mean affinity from its one groupmate
+
+
+def test_one_network_puts_everyone_together():
+    labels, score, _ = best_partition(PAIRS, max_groups=1)
+    assert labels == [0, 0, 0, 0]
+    off = PAIRS[~np.eye(4, dtype=bool)]
+    assert score == pytest.approx(off.sum() / 3)  # 4 games, each the mean of its 3 groupmates' affinities
+
+
+def test_more_networks_than_useful_keeps_helpful_pairs_together():
+    assert best_partition(PAIRS, max_groups=4)[0] == [0, 0, 1, 1]
+    hostile = -np.abs(PAIRS)
+    assert best_partition(hostile, max_groups=4)[0] == [0, 1, 2, 3]
+
+
+def test_partition_count_is_the_bell_number():
+    assert sum(1 for _ in grouping._partitions(6, 6)) == 203
+    assert sum(1 for _ in grouping._partitions(5, 2)) == 16  # Stirling S(5,1) + S(5,2) = 1 + 15
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_heuristic_matches_exact_search_on_random_matrices(seed):
+    rng = np.random.default_rng(seed)
+    affinity = rng.normal(size=(7, 7))
+    exact_labels, exact, _ = best_partition(affinity, max_groups=3)
+    heuristic_labels, heuristic = grouping._local_search(affinity, 3, seed=0)
+    assert heuristic == pytest.approx(exact)
+    assert partition_score(affinity, heuristic_labels) == pytest.approx(partition_score(affinity, exact_labels))
+
+
+def test_heuristic_recovers_planted_groups_beyond_exact_search():
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2], 4)
+    affinity = np.where(truth[:, None] == truth[None, :], 1.0, -1.0) + 0.1 * rng.normal(size=(12, 12))
+    labels, _, method = best_partition(affinity, max_groups=3)
+    assert method.startswith("heuristic") and labels == truth.tolist()
+
+
+def test_groups_strings_and_files(tmp_path):
+    games = ["pong", "breakout", "qbert", "frostbite"]
+    assert parse_groups("pong,breakout;qbert,frostbite", games) == [0, 0, 1, 1]
+    assert parse_groups("qbert ; pong, breakout,frostbite", games) == [1, 1, 0, 1]
+    file = tmp_path / "groups.txt"
+    file.write_text("# written by mtdqn group\npong,qbert;breakout,frostbite\n")
+    assert parse_groups(str(file), games) == [0, 1, 0, 1]
+    assert grouping.groups_string([["pong", "qbert"], ["breakout"]]) == "pong,qbert;breakout"
+    for spec, message in (("pong,breakout;qbert", "leaves out frostbite"), ("pong;pong,breakout;qbert,frostbite",
+                          "two groups"), ("pong,alien;breakout,qbert,frostbite", "'alien', which is not in")):
+        with pytest.raises(GroupsError, match=message):
+            parse_groups(spec, games)
+
+
+def test_affinity_files_are_checked(tmp_path):
+    good = tmp_path / "a.csv"
+    good.write_text("source\\target,pong,qbert\npong,0.1,0.2\nqbert,-0.3,0.05\n")
+    games, matrix = read_affinity(str(good))
+    assert games == ["pong", "qbert"] and matrix[1, 0] == -0.3
+    cases = {"swapped.csv": ("x,pong,qbert\nqbert,0,1\npong,1,0\n", "same order"),
+             "text.csv": ("x,pong,qbert\npong,0,high\nqbert,1,0\n", "non-number"),
+             "short.csv": ("x,pong\npong,0\n", "at least 2 games"),
+             "nan.csv": ("x,pong,qbert\npong,0,nan\nqbert,1,0\n", "missing or infinite")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(GroupsError, match=message):
+            read_affinity(str(tmp_path / name))
+    with pytest.raises(GroupsError, match="does not exist"):
+        read_affinity(str(tmp_path / "missing.csv"))
