@@ -92,7 +92,7 @@ def build_trainer(games: list[str], envs_per_game: int, protocol: str = "machado
     """
     never = 10**12
     cfg = TrainConfig(suite=",".join(games), envs_per_game=envs_per_game, protocol=protocol, threads=threads,
-                      seed=seed, replay_size=replay_size, frames_per_game=never,
+                      seed=seed, replay_size=replay_size, frames_per_game=never, conflict_interval=0,
                       learning_starts=never if learning_starts is None else learning_starts)
     return Trainer(cfg, Path(tempfile.gettempdir()) / f"mtdqn-bench-{os.getpid()}")
 

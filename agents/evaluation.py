@@ -89,7 +89,8 @@ def summarize(returns: dict[str, np.ndarray], *, protocol: Protocol, epsilon: fl
     for game, scores in returns.items():
         record = {"game": game, "episodes": int(len(scores)), "frames": (frames or {}).get(game),
                   "raw_mean": float(np.mean(scores)), "raw_std": float(np.std(scores)),
-                  "raw_min": float(np.min(scores)), "raw_max": float(np.max(scores))}
+                  "raw_min": float(np.min(scores)), "raw_max": float(np.max(scores)),
+                  "scores": [float(x) for x in scores]}
         episode_hns = hns(game, scores)
         if episode_hns is not None:
             record["hns"] = float(np.mean(episode_hns))
@@ -152,7 +153,7 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
     fields = ["game", "frames", "episodes", "raw_mean", "raw_std", "raw_min", "raw_max", "hns"]
     with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")  # scores stay in the JSON
         writer.writeheader()
         writer.writerows(report["games"])
     paths["md"].write_text(markdown_table(report))

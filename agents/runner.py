@@ -321,6 +321,7 @@ class _Window:
         self.loss_sum = None
         self.loss_count = None
         self.q = []
+        self.soft_penalty = []
         self.updates = 0
 
     def add_episode(self, game: int, ret: float, frames: int):
@@ -336,6 +337,8 @@ class _Window:
         self.loss_sum += torch.nan_to_num(per_game)
         self.loss_count += present
         self.q.append(metrics["q"])
+        if "soft_penalty" in metrics:
+            self.soft_penalty.append(metrics["soft_penalty"])
         self.updates += 1
 
     def flush(self, games: list[str], epsilon: np.ndarray) -> dict:
@@ -352,5 +355,7 @@ class _Window:
                     out[f"train/{name}/td_loss"] = losses[g]
             out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
             out["train/q_mean"] = float(torch.stack(self.q).mean())
+        if self.soft_penalty:
+            out["train/soft_penalty"] = float(torch.stack(self.soft_penalty).mean())
         self.reset()
         return out

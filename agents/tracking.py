@@ -53,7 +53,7 @@ class Tracker:
 
     @classmethod
     def start(cls, run_dir: Path, config: dict, *, track: bool, project: str, entity: str | None,
-              group: str | None, run_id: str | None = None) -> "Tracker":
+              group: str | None, run_id: str | None = None, job_type: str = "train") -> "Tracker":
         """W&B online if it can be, else offline, else local logs only: one warning, never an exception."""
         if not track:
             return cls(run_dir)
@@ -69,7 +69,7 @@ class Tracker:
         for mode in modes:
             try:
                 run = wandb.init(project=project, entity=entity, group=group, name=run_dir.name, config=config,
-                                 dir=str(run_dir), job_type="train", mode=mode, id=run_id,
+                                 dir=str(run_dir), job_type=job_type, mode=mode, id=run_id,
                                  resume="allow" if run_id else None,
                                  settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60))))
             except Exception as e:  # never let tracking stop training

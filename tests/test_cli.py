@@ -13,7 +13,8 @@ import wandb_records
 GAMES = "pong,ms_pacman"
 TRAIN = ["--suite", GAMES, "--frames-per-game", "6000", "--learning-starts", "2000", "--envs-per-game", "2",
          "--eval-interval", "4000", "--eval-episodes", "2", "--checkpoint-interval", "4000", "--log-interval", "1000",
-         "--max-episode-frames", "2000", "--replay-size", "4000", "--target-update-period", "100", "--seed", "1"]
+         "--max-episode-frames", "2000", "--replay-size", "4000", "--target-update-period", "100", "--seed", "1",
+         "--conflict-interval", "100"]
 
 
 def mtdqn(*args, cwd: Path, check=True) -> subprocess.CompletedProcess:
@@ -65,6 +66,14 @@ def test_offline_wandb_run_holds_the_per_game_metrics(run):
     local = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert iqm == pytest.approx([r["eval/hns_iqm"] for r in local if "eval/hns_iqm" in r])
     assert wandb_records.config(path)["suite"] == GAMES
+    # gradient conflict and affinity: scalars per pair and heatmap images
+    assert {"conflict/cosine_mean", "conflict/cosine/pong~ms_pacman", "conflict/affinity/ms_pacman->pong"} <= keys
+    assert any(k.startswith("conflict/cosine_heatmap") for k in keys)
+    assert any(k.startswith("conflict/affinity_heatmap") for k in keys)
+    cosines = [h["conflict/cosine/pong~ms_pacman"] for h in history if "conflict/cosine/pong~ms_pacman" in h]
+    assert cosines and all(-1 <= c <= 1 for c in cosines)
+    rows = (run / "conflict.csv").read_text().splitlines()
+    assert rows[0] == "frames_per_game,update,metric,source,target,value" and len(rows) == 1 + 8 * len(cosines)
     assert len(wandb_records.artifacts(path, kind="model")) == 2  # one version per checkpoint
 
 

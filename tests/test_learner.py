@@ -71,8 +71,13 @@ def test_target_network_syncs_every_period():
     torch.testing.assert_close(learner.target.heads.bias, learner.online.heads.bias)
 
 
-def test_agent_learns_each_tasks_best_action():
-    """Three one-step tasks with different action sets; each rewards a different action."""
+@pytest.mark.parametrize("balance, scales", [("equal", [1, 1, 1]), ("pcgrad", [1, 1, 1]), ("popart", [1, 30, 300])])
+def test_agent_learns_each_tasks_best_action(balance, scales):
+    """Three one-step tasks with different action sets; each rewards a different action.
+
+    PopArt learns from raw rewards of very different scales (1, 30, 300) and still gets every
+    task's values right in its own units.
+    """
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     action_counts, best = [4, 6, 9], [1, 4, 7]
@@ -82,11 +87,13 @@ def test_agent_learns_each_tasks_best_action():
         pattern[0, 10 * g:10 * g + 20, :] = 255  # each task looks different
         for _ in range(1500):  # one-step episodes: act, terminate, then the final frame slot
             a = rng.integers(n)
-            replay.add(g, pattern, np.array([a]), np.array([float(a == best[g])]), np.array([True]),
+            replay.add(g, pattern, np.array([a]), np.array([float(a == best[g]) * scales[g]]), np.array([True]),
                        np.array([False]), np.array([True]))
             replay.add(g, pattern, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
                        np.array([False]))
-    learner = DQNLearner(MultiHeadQNetwork(action_counts), learning_rate=5e-4, target_update_period=100)
+    popart = balance == "popart"
+    learner = DQNLearner(MultiHeadQNetwork(action_counts, popart=popart), learning_rate=5e-4, target_update_period=100,
+                         balance=balance, reward_clip=not popart, popart_beta=0.01)
     ready = replay.ready_games(1)
     for _ in range(400):
         learner.update(replay.sample(48, ready))
@@ -94,7 +101,7 @@ def test_agent_learns_each_tasks_best_action():
     with torch.no_grad():
         q = learner.online(torch.from_numpy(obs), torch.arange(3))
     assert q.argmax(1).tolist() == best
-    for g, n in enumerate(action_counts):  # Q of the best action near 1, the others near 0
-        assert q[g, best[g]].item() == pytest.approx(1.0, abs=0.2)
+    for g, n in enumerate(action_counts):  # Q of the best action near its reward, the others near 0
+        assert q[g, best[g]].item() == pytest.approx(scales[g], abs=0.2 * scales[g])
         others = [a for a in range(n) if a != best[g]]
-        assert q[g, others].abs().max().item() < 0.2
+        assert q[g, others].abs().max().item() < 0.2 * scales[g]

@@ -1,0 +1,84 @@
+"""The single-task reference: SB3's `DQN("CnnPolicy")` on one game, scored by our evaluation.
+
+SB3 trains on our env (envs/sb3.py: same ale-py emulator, preprocessing and protocol). Its Q-network
+is Nature-DQN, the architecture of our one-game network, so its weights are copied into a
+`MultiHeadQNetwork` checkpoint and `mtdqn evaluate` / `mtdqn compare` treat it like any run of ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from agents.network import MultiHeadQNetwork
+from envs import FRAMESKIP
+
+
+@dataclass
+class BaselineSettings:
+    """SB3 DQN at Nature-DQN settings (Mnih et al. 2015 as SB3 users run it); counts in agent steps."""
+
+    buffer_size: int = 100_000
+    learning_starts: int = 5_000
+    target_update_interval: int = 1_000
+    batch_size: int = 32
+    train_frequency: int = 4
+    learning_rate: float = 1e-4
+    gamma: float = 0.99
+    exploration_fraction: float = 0.1
+    exploration_final_eps: float = 0.01
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sb3_dqn(env, settings: BaselineSettings, seed: int, device: str = "cpu"):
+    from stable_baselines3 import DQN
+
+    from agents.benchmark import sb3_train_freq
+
+    train_freq, gradient_steps = sb3_train_freq(settings.train_frequency, env.num_envs)
+    return DQN("CnnPolicy", env, learning_rate=settings.learning_rate, buffer_size=settings.buffer_size,
+               learning_starts=settings.learning_starts, batch_size=settings.batch_size, gamma=settings.gamma,
+               train_freq=(train_freq, "step"), gradient_steps=gradient_steps,
+               target_update_interval=settings.target_update_interval,
+               exploration_fraction=settings.exploration_fraction,
+               exploration_final_eps=settings.exploration_final_eps,
+               optimize_memory_usage=False, device=device, seed=seed, verbose=0)
+
+
+def to_network(model) -> MultiHeadQNetwork:
+    """SB3's Nature CNN + linear Q layer as our one-game network (same layers, same input scaling)."""
+    q = model.policy.q_net
+    network = MultiHeadQNetwork([int(model.action_space.n)])
+    cnn, linear = q.features_extractor.cnn, q.features_extractor.linear
+    ours = network.torsos[0].net
+    pairs = [(ours[0], cnn[0]), (ours[2], cnn[2]), (ours[4], cnn[4]), (ours[7], linear[0]), (network.heads, q.q_net[0])]
+    with torch.no_grad():
+        for mine, theirs in pairs:
+            if mine.weight.shape != theirs.weight.shape:
+                raise ValueError(f"SB3 layer {theirs} does not match ours {mine}: not a Nature-DQN CnnPolicy")
+            mine.weight.copy_(theirs.weight)
+            mine.bias.copy_(theirs.bias)
+    return network
+
+
+class EpisodeLog:
+    """SB3 callback pieces: episodic returns (raw game scores from VecMonitor) for our run log."""
+
+    def __init__(self):
+        self.returns: list[float] = []
+
+    def collect(self, infos) -> None:
+        self.returns += [float(i["episode"]["r"]) for i in infos if "episode" in i]
+
+    def flush(self) -> float | None:
+        out = float(np.mean(self.returns)) if self.returns else None
+        self.returns = []
+        return out
+
+
+def frames_of(model) -> int:
+    return int(model.num_timesteps) * FRAMESKIP

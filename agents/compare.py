@@ -1,0 +1,186 @@
+"""Runs side by side: per-game HNS, ratios to the first run, aggregates, probability of improvement.
+
+The first run is the reference (e.g. `separate` or SB3 single-task); every other run is compared
+with it. A game shows negative transfer in a run when the 95% bootstrap interval of its HNS
+difference to the reference lies entirely below zero.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from envs import aggregate_hns, hns
+
+
+class CompareError(ValueError):
+    """A run or report that cannot be compared; the message says which and why."""
+
+
+@dataclass
+class Evaluated:
+    label: str
+    source: str
+    frames: dict[str, int]
+    hns: dict[str, np.ndarray]  # per-episode HNS per game
+
+
+def load(path: str, label: str | None = None) -> Evaluated:
+    """A run folder (its final periodic evaluation, else its newest `mtdqn evaluate`), eval folder or eval.json."""
+    p = Path(path)
+    if p.is_dir() and (p / "eval.json").is_file():
+        p = p / "eval.json"
+    elif p.is_dir():
+        periodic = [f for f in (p / "evals").glob("frames_*/eval.json") if f.parent.name[7:].isdigit()]
+        candidates = sorted(periodic) or sorted((p / "evals").glob("*-evaluate/eval.json"),
+                                                key=lambda f: f.stat().st_mtime)
+        if not candidates:
+            raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
+        p = candidates[-1]
+    elif not p.is_file():
+        raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
+    try:
+        report = json.loads(p.read_text())
+        games = report["games"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CompareError(f"{str(p)!r} is not an mtdqn evaluation report") from None
+    scores, frames = {}, {}
+    for r in games:
+        if "scores" not in r:
+            raise CompareError(f"{str(p)!r} has no per-episode scores (written by an older mtdqn): "
+                               f"re-run mtdqn evaluate on its checkpoint")
+        h = hns(r["game"], r["scores"])
+        if h is not None:
+            scores[r["game"]] = np.asarray(h)
+            frames[r["game"]] = r.get("frames")
+    name = label or (p.parent.parent.parent.name if p.parent.parent.name == "evals" else p.parent.name)
+    return Evaluated(name, str(p), frames, scores)
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(b) - mean(a), resampling each side's episodes."""
+    rng = np.random.default_rng(seed)
+    diffs = (rng.choice(b, (reps, len(b))).mean(1) - rng.choice(a, (reps, len(a))).mean(1))
+    return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
+    """rliable's P(X > Y) averaged over games, with a stratified-bootstrap 95% CI. x, y: [episodes, games]."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"pair": (x, y)}, metrics.probability_of_improvement, reps=reps,
+            random_state=np.random.RandomState(seed))
+    return {"value": float(np.squeeze(point["pair"])), "ci_low": float(np.squeeze(interval["pair"][0])),
+            "ci_high": float(np.squeeze(interval["pair"][1]))}
+
+
+def compare(runs: list[Evaluated]) -> dict:
+    if len(runs) < 2:
+        raise CompareError("compare needs at least 2 runs")
+    games = [g for g in runs[0].hns if all(g in r.hns for r in runs[1:])]
+    if not games:
+        raise CompareError("the runs share no game with a human reference score")
+    ref = runs[0]
+    rows = []
+    for g in games:
+        row = {"game": g, "frames": {r.label: r.frames.get(g) for r in runs},
+               "hns": {r.label: float(r.hns[g].mean()) for r in runs}, "ratio": {}, "difference_ci": {},
+               "negative_transfer": []}
+        base = row["hns"][ref.label]
+        for r in runs[1:]:
+            row["ratio"][r.label] = row["hns"][r.label] / base if base > 0.01 else None
+            low, high = bootstrap_difference(ref.hns[g], r.hns[g])
+            row["difference_ci"][r.label] = [low, high]
+            if high < -1e-9:  # not float noise between equal scores
+                row["negative_transfer"].append(r.label)
+        rows.append(row)
+    aggregates, improvement = {}, {}
+    for r in runs:
+        episodes = min(len(r.hns[g]) for g in games)
+        aggregates[r.label] = aggregate_hns(np.stack([r.hns[g][:episodes] for g in games], axis=1))
+    for r in runs[1:]:
+        n = min(len(x.hns[g]) for x in (ref, r) for g in games)
+        stack = [np.stack([x.hns[g][:n] for g in games], axis=1) for x in (r, ref)]
+        improvement[r.label] = probability_of_improvement(*stack)
+    return {"reference": ref.label, "runs": {r.label: r.source for r in runs}, "games": rows,
+            "aggregates": aggregates, "probability_of_improvement": improvement}
+
+
+def markdown(result: dict) -> str:
+    labels = list(result["runs"])
+    ref, others = labels[0], labels[1:]
+    head = ["game", "frames"] + [f"HNS {l}" for l in labels] + [f"{l} / {ref}" for l in others] + ["negative transfer"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(labels) + len(others)) + "---|"]
+    for row in result["games"]:
+        frames = sorted({f for f in row["frames"].values() if f is not None})
+        frames_text = ", ".join(f"{f:,}" for f in frames) if frames else "?"
+        cells = [row["game"], frames_text] + [f"{row['hns'][l]:.3f}" for l in labels]
+        cells += ["n/a" if row["ratio"][l] is None else f"{row['ratio'][l]:.2f}" for l in others]
+        cells.append(", ".join(row["negative_transfer"]) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "", "| run | IQM | median | mean |",
+              "|---|---|---|---|"]
+    for l in labels:
+        agg = result["aggregates"][l]
+        lines.append(f"| {l} | " + " | ".join(f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]"
+                                               for m in ("iqm", "median", "mean")) + " |")
+    lines += ["", f"Probability of improvement over {ref} (rliable, 95% CI):", "", "| run | P(run > reference) |",
+              "|---|---|"]
+    for l in others:
+        p = result["probability_of_improvement"][l]
+        lines.append(f"| {l} | {p['value']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}] |")
+    lines += ["", f"Ratio: HNS / {ref}'s HNS (n/a where the reference is at most 0.01). Negative transfer: the 95% "
+              f"bootstrap interval of the game's HNS difference to {ref} lies below 0."]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out: Path, runs: list[Evaluated]) -> dict[str, Path]:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "compare.json", "md": out / "compare.md", "csv": out / "compare.csv",
+             "png": out / "compare.png"}
+    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
+    paths["md"].write_text(markdown(result))
+    labels = list(result["runs"])
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["game", "run", "frames", "hns", "ratio_to_reference", "difference_ci_low",
+                         "difference_ci_high", "negative_transfer"])
+        for row in result["games"]:
+            for l in labels:
+                ci = row["difference_ci"].get(l, [None, None])
+                writer.writerow([row["game"], l, row["frames"][l], row["hns"][l], row["ratio"].get(l), ci[0], ci[1],
+                                 l in row["negative_transfer"]])
+    games = [row["game"] for row in result["games"]]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(games) * len(labels) / 2 + 2), 4))
+    width = 0.8 / len(labels)
+    by_label = {r.label: r for r in runs}
+    for k, l in enumerate(labels):
+        means = [result["games"][i]["hns"][l] for i in range(len(games))]
+        errors = [1.96 * by_label[l].hns[g].std(ddof=1) / np.sqrt(len(by_label[l].hns[g]))
+                  if len(by_label[l].hns[g]) > 1 else 0.0 for g in games]
+        ax.bar(np.arange(len(games)) + (k - (len(labels) - 1) / 2) * width, means, width, yerr=errors, label=l,
+               capsize=2)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(games)), games, rotation=30, ha="right")
+    ax.set_ylabel("human-normalized score (mean, 95% CI)")
+    ax.legend()
+    ax.set_title("per-game HNS")
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=110)
+    plt.close(fig)
+    return paths

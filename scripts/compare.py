@@ -1,0 +1,75 @@
+"""`mtdqn compare RUN_A RUN_B ...`: per-game HNS side by side, ratios to RUN_A, aggregates, negative transfer."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from agents.compare import CompareError, compare, load, markdown, write
+from scripts.cli import UsageError, parse_options
+
+
+@dataclass
+class CompareArgs:
+    runs: tyro.conf.Positional[list[str]]
+    """Run folders (their final evaluation), evaluation folders or eval.json files; the first is the reference."""
+    labels: str | None = None
+    """Comma-separated names for the runs (default: the run folder names)."""
+    out: str = "compare"
+    """Folder for compare.md, compare.csv, compare.json and compare.png."""
+    track: bool = False
+    """Also log the table and chart to W&B (offline without an API key or network)."""
+    wandb_project: str = "mtdqn"
+    """W&B project."""
+
+
+def main(argv: list[str]) -> None:
+    args = parse_options(CompareArgs, argv, "mtdqn compare",
+                         "Compare runs per game: HNS, ratio to the first run, rliable aggregates, negative transfer.")
+    labels = [l.strip() for l in args.labels.split(",")] if args.labels else [None] * len(args.runs)
+    if len(labels) != len(args.runs):
+        raise UsageError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    try:
+        runs = [load(path, label) for path, label in zip(args.runs, labels)]
+        names = [r.label for r in runs]
+        if len(set(names)) != len(names):
+            raise CompareError(f"two runs are both named {max(names, key=names.count)!r}: name them with --labels")
+        result = compare(runs)
+    except CompareError as e:
+        raise UsageError(str(e)) from None
+    paths = write(result, out, runs)
+    print(markdown(result))
+    if args.track:
+        _log_to_wandb(result, paths, out, args.wandb_project)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _log_to_wandb(result: dict, paths: dict, out: Path, project: str) -> None:
+    from agents.tracking import Tracker
+
+    tracker = Tracker.start(out, {"runs": result["runs"], "reference": result["reference"]}, track=True,
+                            project=project, entity=None, group=None, job_type="compare")
+    if tracker.wandb is None:
+        return
+
+    def upload():
+        import wandb
+
+        labels = list(result["runs"])
+        columns = ["game"] + [f"hns/{l}" for l in labels] + ["negative_transfer"]
+        data = [[row["game"], *(row["hns"][l] for l in labels), ", ".join(row["negative_transfer"])]
+                for row in result["games"]]
+        summary = {f"compare/{l}/hns_{m}": result["aggregates"][l][m]["value"] for l in labels for m in ("iqm", "median", "mean")}
+        summary |= {f"compare/{l}/probability_of_improvement": p["value"]
+                    for l, p in result["probability_of_improvement"].items()}
+        tracker.wandb.log({"compare/table": wandb.Table(columns=columns, data=data),
+                           "compare/chart": wandb.Image(str(paths["png"])), **summary})
+
+    tracker._wandb_call(upload)
+    tracker.finish()

@@ -1,0 +1,38 @@
+"""`mtdqn baseline`: SB3's DQN on one real game, its weights in our network exactly, scored by our evaluation."""
+
+import numpy as np
+import torch
+
+from agents import baseline
+from envs import PROTOCOLS
+from envs.sb3 import make_sb3_env
+from test_cli import mtdqn
+
+
+def test_sb3_weights_become_our_one_game_network_exactly():
+    env = make_sb3_env("breakout", 4, PROTOCOLS["machado"], seed=0)
+    model = baseline.sb3_dqn(env, baseline.BaselineSettings(buffer_size=1000), seed=0)
+    network = baseline.to_network(model)
+    obs = torch.from_numpy(env.reset())
+    with torch.no_grad():
+        ours = network(obs, torch.zeros(4, dtype=torch.long))
+        theirs = model.policy.q_net(obs.float())  # SB3 scales uint8 frames by 1/255 inside, as we do
+    env.close()
+    assert ours.shape == (4, 4)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours.argmax(1).numpy(), model.predict(obs.numpy(), deterministic=True)[0])
+
+
+def test_baseline_run_trains_saves_and_evaluates_like_ours(tmp_path):
+    proc = mtdqn("baseline", "--game", "breakout", "--frames-per-game", "3000", "--learning-starts", "200",
+                 "--buffer-size", "1000", "--eval-episodes", "2", "--max-episode-frames", "1000", "--log-interval",
+                 "1000", "--out", tmp_path / "sb3", cwd=tmp_path)
+    assert "| breakout | 3,008 | 2 |" in proc.stdout  # 750 agent steps rounded up to whole steps of 4 envs
+    run = tmp_path / "sb3"
+    assert (run / "sb3_model.zip").is_file() and (run / "evals" / "frames_000003008" / "eval.json").is_file()
+    evaluated = mtdqn("evaluate", run, "--episodes", "2", cwd=tmp_path)
+    assert "| breakout | 3,008 | 2 |" in evaluated.stdout
+    again = mtdqn("baseline", "--game", "breakout", "--out", run, cwd=tmp_path, check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    bad = mtdqn("baseline", "--game", "pongg", "--out", tmp_path / "x", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "pong" in bad.stderr and not (tmp_path / "x").exists()

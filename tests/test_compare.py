@@ -1,0 +1,74 @@
+"""`compare` on hand-made evaluation reports: HNS, ratios, negative transfer flags and POI by hand."""
+
+import json
+
+import numpy as np
+import pytest
+
+from agents.compare import CompareError, compare, load
+from agents.evaluation import summarize, write_report
+from envs import PROTOCOLS, reference_scores
+from test_cli import mtdqn
+
+
+def report(tmp_path, name, scores: dict[str, list[float]]):
+    out = tmp_path / name / "evals" / "frames_000400000"
+    write_report(summarize({g: np.array(s) for g, s in scores.items()}, protocol=PROTOCOLS["machado"], epsilon=0.001,
+                           frames=dict.fromkeys(scores, 400_000)), out)
+    return tmp_path / name
+
+
+def at_hns(game, values):
+    random, human = reference_scores()[game]
+    return [random + v * (human - random) for v in values]
+
+
+def test_hns_ratios_and_negative_transfer_by_hand(tmp_path):
+    ref = report(tmp_path, "separate", {"pong": at_hns("pong", [0.2, 0.2, 0.2, 0.2]),
+                                        "breakout": at_hns("breakout", [0.5, 0.5, 0.5, 0.5])})
+    run = report(tmp_path, "shared", {"pong": at_hns("pong", [0.3, 0.3, 0.3, 0.3]),
+                                      "breakout": at_hns("breakout", [0.1, 0.1, 0.1, 0.1]),
+                                      "qbert": at_hns("qbert", [1.0])})
+    result = compare([load(str(ref)), load(str(run))])
+    pong, breakout = result["games"]  # qbert is only in one run: left out
+    assert [pong["game"], breakout["game"]] == ["pong", "breakout"]
+    assert pong["hns"]["shared"] == pytest.approx(0.3) and pong["ratio"]["shared"] == pytest.approx(1.5)
+    assert breakout["ratio"]["shared"] == pytest.approx(0.2)
+    assert pong["negative_transfer"] == [] and breakout["negative_transfer"] == ["shared"]
+    assert breakout["difference_ci"]["shared"] == pytest.approx([-0.4, -0.4])
+    # P(shared > separate): 1 on pong, 0 on breakout -> 0.5
+    assert result["probability_of_improvement"]["shared"]["value"] == pytest.approx(0.5)
+    assert result["aggregates"]["shared"]["mean"]["value"] == pytest.approx(0.2)
+    assert result["games"][0]["frames"] == {"separate": 400_000, "shared": 400_000}
+
+
+def test_a_ratio_needs_a_positive_reference(tmp_path):
+    ref = report(tmp_path, "a", {"pong": at_hns("pong", [-0.1, 0.0])})
+    run = report(tmp_path, "b", {"pong": at_hns("pong", [0.5, 0.5])})
+    assert compare([load(str(ref)), load(str(run))])["games"][0]["ratio"]["b"] is None
+
+
+def test_runs_that_cannot_be_compared_are_refused(tmp_path):
+    ref = report(tmp_path, "a", {"pong": at_hns("pong", [0.1])})
+    other = report(tmp_path, "b", {"breakout": at_hns("breakout", [0.1])})
+    with pytest.raises(CompareError, match="share no game"):
+        compare([load(str(ref)), load(str(other))])
+    with pytest.raises(CompareError, match="at least 2"):
+        compare([load(str(ref))])
+    with pytest.raises(CompareError, match="no evaluation yet"):
+        load(str(tmp_path))
+    old = tmp_path / "old" / "eval.json"
+    old.parent.mkdir()
+    record = json.loads((ref / "evals" / "frames_000400000" / "eval.json").read_text())
+    del record["games"][0]["scores"]
+    old.write_text(json.dumps(record))
+    with pytest.raises(CompareError, match="no per-episode scores"):
+        load(str(old))
+
+
+def test_compare_cli_errors_are_one_line(tmp_path):
+    a = report(tmp_path, "a", {"pong": at_hns("pong", [0.1])})
+    for args, message in (([a, a], "both named 'a'"), ([a, tmp_path / "nothing"], "neither a run folder"),
+                          ([a, a, "--labels", "x"], "1 names for 2 runs")):
+        proc = mtdqn("compare", *args, "--out", tmp_path / "cmp", cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
