@@ -96,8 +96,9 @@ class Trainer:
         self.stop_signal: str | None = None
         if state:
             self.restore(state)
-        else:
-            self.tracker.truncate_after(0)  # a run restarted from nothing keeps no stale rows
+        else:  # a run restarted from nothing keeps no stale rows
+            self.tracker.truncate_after(0)
+            conflict.truncate_csv(self.run_dir / "conflict.csv", 0)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:

@@ -136,22 +136,25 @@ class Tracker:
 
         self._wandb_call(upload)
 
+    def log_wandb(self, build) -> None:
+        """Log the dict `build()` returns to W&B; built only when W&B is on, failures only warn."""
+        if self.wandb is not None:
+            self._wandb_call(lambda: self.wandb.log(build()))
+
     def log_figures(self, figures: dict, frames_per_game: int) -> None:
         """W&B images from matplotlib figure factories (called only when W&B is on)."""
-        if self.wandb is None:
-            return
-        import matplotlib.pyplot as plt
-        import wandb
+        def build():
+            import matplotlib.pyplot as plt
+            import wandb
 
-        def upload():
             media = {"frames_per_game": int(frames_per_game)}
             for key, make in figures.items():
                 fig = make()
                 media[key] = wandb.Image(fig)
                 plt.close(fig)
-            self.wandb.log(media)
+            return media
 
-        self._wandb_call(upload)
+        self.log_wandb(build)
 
     def log_checkpoint(self, path: Path, frames_per_game: int) -> None:
         if self.wandb is None:

@@ -55,21 +55,20 @@ def _log_to_wandb(result: dict, paths: dict, out: Path, project: str) -> None:
 
     tracker = Tracker.start(out, {"runs": result["runs"], "reference": result["reference"]}, track=True,
                             project=project, entity=None, group=None, job_type="compare")
-    if tracker.wandb is None:
-        return
 
-    def upload():
+    def build():
         import wandb
 
         labels = list(result["runs"])
         columns = ["game"] + [f"hns/{l}" for l in labels] + ["negative_transfer"]
         data = [[row["game"], *(row["hns"][l] for l in labels), ", ".join(row["negative_transfer"])]
                 for row in result["games"]]
-        summary = {f"compare/{l}/hns_{m}": result["aggregates"][l][m]["value"] for l in labels for m in ("iqm", "median", "mean")}
+        summary = {f"compare/{l}/hns_{m}": result["aggregates"][l][m]["value"] for l in labels
+                   for m in ("iqm", "median", "mean")}
         summary |= {f"compare/{l}/probability_of_improvement": p["value"]
                     for l, p in result["probability_of_improvement"].items()}
-        tracker.wandb.log({"compare/table": wandb.Table(columns=columns, data=data),
-                           "compare/chart": wandb.Image(str(paths["png"])), **summary})
+        return {"compare/table": wandb.Table(columns=columns, data=data),
+                "compare/chart": wandb.Image(str(paths["png"])), **summary}
 
-    tracker._wandb_call(upload)
+    tracker.log_wandb(build)
     tracker.finish()

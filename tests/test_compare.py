@@ -72,3 +72,17 @@ def test_compare_cli_errors_are_one_line(tmp_path):
                           ([a, a, "--labels", "x"], "1 names for 2 runs")):
         proc = mtdqn("compare", *args, "--out", tmp_path / "cmp", cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_compare_logs_table_chart_and_aggregates_to_wandb(tmp_path):
+    import wandb_records
+
+    a = report(tmp_path, "a", {"pong": at_hns("pong", [0.1, 0.2])})
+    b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3, 0.4])})
+    mtdqn("compare", a, b, "--track", "--out", tmp_path / "cmp", cwd=tmp_path)
+    history = wandb_records.history(wandb_records.run_file(tmp_path / "cmp" / "wandb"))
+    keys = set().union(*history)
+    assert any(k.startswith("compare/table") for k in keys) and any(k.startswith("compare/chart") for k in keys)
+    row = next(h for h in history if "compare/b/probability_of_improvement" in h)
+    assert row["compare/b/probability_of_improvement"] == pytest.approx(1.0)
+    assert row["compare/a/hns_mean"] == pytest.approx(0.15)
