@@ -27,7 +27,7 @@ class AffinityArgs:
 
 def matrix_table(matrix: np.ndarray, games: list[str]) -> str:
     lines = ["| source \\ target | " + " | ".join(games) + " |", "|---|" + "---:|" * len(games)]
-    lines += [f"| {g} | " + " | ".join(f"{x:+.3f}" for x in row) + " |" for g, row in zip(games, matrix)]
+    lines += [f"| {g} | " + " | ".join(f"{x:+.3g}" for x in row) + " |" for g, row in zip(games, matrix)]
     return "\n".join(lines)
 
 
@@ -65,6 +65,6 @@ def main(argv: list[str]) -> None:
         print("\nMost conflicting pairs:\n\n| pair | cosine | affinity -> | affinity <- |\n|---|---:|---:|---:|")
         for c, i, j in pairs[:args.top]:
             a = means["affinity"]
-            print(f"| {games[i]} / {games[j]} | {c:+.3f} | {a[i, j]:+.3f} | {a[j, i]:+.3f} |")
+            print(f"| {games[i]} / {games[j]} | {c:+.3g} | {a[i, j]:+.3g} | {a[j, i]:+.3g} |")
     print(f"\nwrote {out / 'affinity.csv'} (for mtdqn group --affinity), {out / 'cosine.csv'} and their .png heatmaps",
           file=sys.stderr)

@@ -37,11 +37,11 @@ def main(argv: list[str]) -> None:
     print(f"{len(games)} games, at most {args.networks} networks; {method}\n")
     print("| group | games | score |\n|---:|---|---:|")
     for k, members in enumerate(groups):
-        print(f"| {k + 1} | {', '.join(members)} | {group_score(affinity, [games.index(g) for g in members]):+.4f} |")
+        print(f"| {k + 1} | {', '.join(members)} | {group_score(affinity, [games.index(g) for g in members]):+.4g} |")
     together = partition_score(affinity, [0] * len(games))
-    print(f"\ntotal score {score:+.4f} (all games in one network: {together:+.4f}; each game alone: 0)")
+    print(f"\ntotal score {score:+.4g} (all games in one network: {together:+.4g}; each game alone: 0)")
     chosen = groups_string(groups)
     print(f"\n--groups \"{chosen}\"")
-    out.write_text(f"# mtdqn group --affinity {args.affinity} --networks {args.networks}: score {score:+.4f}\n"
+    out.write_text(f"# mtdqn group --affinity {args.affinity} --networks {args.networks}: score {score:+.4g}\n"
                    f"{chosen}\n")
     print(f"wrote {out}: train with --sharing grouped --groups {out}", file=sys.stderr)
