@@ -7,7 +7,9 @@ depend on how many of its samples happen to be in the batch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,11 +27,25 @@ class NonFiniteError(ArithmeticError):
         super().__init__(f"non-finite {what} at update {update} (game ids {games})")
 
 
+Precision = Literal["fp32", "bf16"]
+
+
+def autocast(device: torch.device, precision: Precision):
+    """bf16 autocast for network forward passes (their backward follows); a no-op for fp32.
+
+    Only forwards go inside: weights, optimizer state, targets and the loss stay fp32.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
 class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
-                 reward_clip: bool = True, device: str | torch.device = "cpu"):
+                 reward_clip: bool = True, device: str | torch.device = "cpu", precision: Precision = "fp32"):
         self.device = torch.device(device)
+        self.precision = precision
         self.online = network.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=learning_rate, eps=adam_eps,
@@ -54,10 +70,10 @@ class DQNLearner:
         n = rewards.shape[1]
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.precision):
             next_obs = next_obs.float() / 255.0  # once, for both networks
             next_action = self.online(next_obs, game).argmax(1, keepdim=True)
-            next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1)
+            next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1).float()
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
         return returns + bootstrap * next_q
 
@@ -65,7 +81,9 @@ class DQNLearner:
         """One gradient step. Returns per-game mean TD loss [G] (nan where absent) and mean Q."""
         obs, action, rewards, terminated, steps, next_obs, game = self._tensors(batch)
         target = self.td_targets(rewards, terminated, steps, next_obs, game)
-        q = self.online(obs, game).gather(1, action[:, None]).squeeze(1)
+        with autocast(self.device, self.precision):
+            q = self.online(obs, game)
+        q = q.float().gather(1, action[:, None]).squeeze(1)
         td = F.smooth_l1_loss(q, target, reduction="none")
         num_games = self.online.num_games
         count = torch.zeros(num_games, device=td.device).index_add_(0, game, torch.ones_like(td))

@@ -70,7 +70,7 @@ class Trainer:
         self.learner = DQNLearner(
             network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
             target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
-            reward_clip=cfg.reward_clip, device=cfg.device)
+            reward_clip=cfg.reward_clip, device=cfg.device, precision=cfg.precision)
         self.replay = TaskBalancedReplay(len(self.games), cfg.replay_size, cfg.envs_per_game, cfg.n_step,
                                          balance=cfg.replay_balance, seed=cfg.seed)
         self.frames = np.zeros(len(self.games), dtype=np.int64)
@@ -159,7 +159,7 @@ class Trainer:
         """
         cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
         t0 = time.perf_counter()
-        self.actor.act(self.learner.online, epsilon)
+        self.actor.act(self.learner.online, epsilon, cfg.precision)
         t1 = time.perf_counter()
         learning = self.frames.min() >= self.learning_starts
         updates = []
