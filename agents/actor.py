@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.learner import epsilon_greedy
+from agents.learner import Precision, autocast, epsilon_greedy
 from envs import FRAMESKIP, Protocol, make_env
 
 
@@ -61,10 +61,11 @@ class Actor:
         self.rng = np.random.default_rng(seed)
         self._pending: np.ndarray | None = None
 
-    def act(self, network, epsilon: np.ndarray) -> np.ndarray:
+    def act(self, network, epsilon: np.ndarray, precision: Precision = "fp32") -> np.ndarray:
         """Epsilon-greedy actions (epsilon per game) from one forward over all envs; sent at once."""
-        actions = epsilon_greedy(network, self.obs, self._game_ids_t, self._actions_per_env,
-                                 np.asarray(epsilon)[self.game_ids], self.rng, self.device)
+        with autocast(self.device, precision):
+            actions = epsilon_greedy(network, self.obs, self._game_ids_t, self._actions_per_env,
+                                     np.asarray(epsilon)[self.game_ids], self.rng, self.device)
         for i, env in enumerate(self.envs):
             env.send(actions[i * self.envs_per_game:(i + 1) * self.envs_per_game])
         self._pending = actions

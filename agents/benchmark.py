@@ -84,7 +84,8 @@ def peak_rss_mb() -> float:
 
 # -- our side ------------------------------------------------------------------------------------
 def build_trainer(games: list[str], envs_per_game: int, protocol: str = "machado", threads: int = 1,
-                  learning_starts: int | None = None, replay_size: int = 100_000, seed: int = 0) -> Trainer:
+                  learning_starts: int | None = None, replay_size: int = 100_000, seed: int = 0,
+                  precision: str = "fp32") -> Trainer:
     """A Trainer for `games` at training defaults (batch 32, one update per 4 agent steps...).
 
     learning_starts=None never learns (acting only). The run folder is never created: only logs,
@@ -93,6 +94,7 @@ def build_trainer(games: list[str], envs_per_game: int, protocol: str = "machado
     never = 10**12
     cfg = TrainConfig(suite=",".join(games), envs_per_game=envs_per_game, protocol=protocol, threads=threads,
                       seed=seed, replay_size=replay_size, frames_per_game=never, conflict_interval=0,
+                      precision=precision,
                       learning_starts=never if learning_starts is None else learning_starts)
     return Trainer(cfg, Path(tempfile.gettempdir()) / f"mtdqn-bench-{os.getpid()}")
 
@@ -154,14 +156,14 @@ class Acting:
 
 
 def acting_rates(games: list[str], envs_per_game: int, steps: int, protocol: str = "machado", threads: int = 1,
-                 seed: int = 0) -> Acting:
+                 seed: int = 0, precision: str = "fp32") -> Acting:
     """Our acting loop without learning (batched forward over all games, env step, replay insert)
     and raw stepping of the very same envs, in alternating blocks: same games, envs, threads, load."""
     iterations = _iterations(steps, len(games) * envs_per_game)
     start = time.perf_counter()
     # replay sized to never wrap: first writes (page faults included) as in a run's first pass
     trainer = build_trainer(games, envs_per_game, protocol, threads, None,
-                            replay_size=(iterations + 20) * envs_per_game, seed=seed)
+                            replay_size=(iterations + 20) * envs_per_game, seed=seed, precision=precision)
     build_s = time.perf_counter() - start
     raw = raw_stepper(trainer.actor.envs, seed)
     ours_parts, raw_parts = [], []
@@ -233,42 +235,49 @@ def sb3_dqn(game: str, envs: int, learning_starts: int, protocol: str = "machado
 
 
 def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = "machado", threads: int = 1,
-                   seed: int = 0) -> tuple[Training, Training]:
-    """Ours and SB3 DQN on the same game, envs and settings, learning on, in alternating blocks.
+                   seed: int = 0, precisions: tuple[str, ...] = ("fp32",)) -> tuple[dict[str, Training], Training]:
+    """Ours (at each of `precisions`) and SB3 DQN (fp32, all it does) on the same game, envs and
+    settings, learning on, in alternating blocks.
 
     Each side first stores `fill_steps` and learns for `learn_warmup_steps` untimed; then every
     block times a stretch of training steps of each, and a few updates of each alone.
     """
-    trainer = build_trainer([game], envs_per_game, protocol, threads, learning_starts=sizes.fill_steps * FRAMESKIP,
-                            seed=seed)
-    cfg, E = trainer.cfg, envs_per_game
+    trainers = {p: build_trainer([game], envs_per_game, protocol, threads, seed=seed, precision=p,
+                                 learning_starts=sizes.fill_steps * FRAMESKIP) for p in precisions}
+    cfg, E = TrainConfig(), envs_per_game
     model = sb3_dqn(game, E, _iterations(sizes.fill_steps, E) * E, protocol, seed)
     torch.set_num_threads(threads)  # one process: the same intra-op threads for both sides
-    ours, theirs = [], []
-    sample_s = update_s = sb3_update_s = 0.0  # updates alone
+    ours: dict[str, list[Rate]] = {p: [] for p in precisions}
+    theirs = []
+    alone_s = {p: [0.0, 0.0] for p in precisions}  # sample, update: updates alone
+    sb3_update_s = 0.0
     alone_total = 0
     try:
-        _loop(trainer, _iterations(sizes.fill_steps, E))
-        _loop(trainer, _iterations(sizes.learn_warmup_steps, E))
-        if trainer.learner.updates == 0:
-            raise RuntimeError("learning did not start before the timed steps; raise learn_warmup_steps")
+        for trainer in trainers.values():
+            _loop(trainer, _iterations(sizes.fill_steps, E))
+            _loop(trainer, _iterations(sizes.learn_warmup_steps, E))
+            if trainer.learner.updates == 0:
+                raise RuntimeError("learning did not start before the timed steps; raise learn_warmup_steps")
         model.learn(model.learning_starts + sizes.learn_warmup_steps)
-        ready = trainer.replay.ready_games(cfg.batch_size // len(trainer.games) + 1)  # as run() asks
         blocks = _blocks(_iterations(sizes.train_steps, E))
         for block in blocks:
-            ours.append(_loop(trainer, block))
+            for p, trainer in trainers.items():
+                ours[p].append(_loop(trainer, block))
             steps, updates, start = model.num_timesteps, model._n_updates, time.perf_counter()
             model.learn(block * E, reset_num_timesteps=False)
             theirs.append(Rate(model.num_timesteps - steps, time.perf_counter() - start, E,
                                model._n_updates - updates))
             alone = -(-sizes.isolated_updates // len(blocks))
-            for _ in range(alone):
-                t0 = time.perf_counter()
-                batch = trainer.replay.sample(cfg.batch_size, ready)
-                t1 = time.perf_counter()
-                trainer.learner.update(batch)
-                t2 = time.perf_counter()
-                sample_s, update_s = sample_s + t1 - t0, update_s + t2 - t1
+            for p, trainer in trainers.items():
+                ready = trainer.replay.ready_games(cfg.batch_size // len(trainer.games) + 1)  # as run() asks
+                for _ in range(alone):
+                    t0 = time.perf_counter()
+                    batch = trainer.replay.sample(cfg.batch_size, ready)
+                    t1 = time.perf_counter()
+                    trainer.learner.update(batch)
+                    t2 = time.perf_counter()
+                    alone_s[p][0] += t1 - t0
+                    alone_s[p][1] += t2 - t1
             start = time.perf_counter()
             model.train(gradient_steps=alone, batch_size=cfg.batch_size)  # samples inside
             sb3_update_s += time.perf_counter() - start
@@ -278,10 +287,12 @@ def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = 
                   buffer.timeouts)
         sb3_bytes = sum(a.nbytes for a in arrays) // (buffer.buffer_size * E)
     finally:
-        trainer.actor.close()
+        for trainer in trainers.values():
+            trainer.actor.close()
         model.env.close()
     per_step, ms = 1 / cfg.train_frequency, 1000 / alone_total
-    return (Training(merge(ours), sample_s * ms, update_s * ms, per_step, trainer.replay.bytes_per_transition),
+    return ({p: Training(merge(ours[p]), alone_s[p][0] * ms, alone_s[p][1] * ms, per_step,
+                         trainers[p].replay.bytes_per_transition) for p in precisions},
             Training(merge(theirs), 0.0, sb3_update_s * ms, per_step, int(sb3_bytes)))
 
 
@@ -294,7 +305,7 @@ def scale_suite(num_games: int) -> list[str]:
 
 
 def scale_rates(game_counts: tuple[int, ...], total_envs: int, steps: int, protocol: str = "machado",
-                threads: int = 1, seed: int = 0) -> list[dict]:
+                threads: int = 1, seed: int = 0, precision: str = "fp32") -> list[dict]:
     """Acting steps/s (summed over envs) as the game count grows at about `total_envs` envs in all.
 
     Games differ in emulation cost, so part of a change is the game mix and not our overhead: each
@@ -304,7 +315,7 @@ def scale_rates(game_counts: tuple[int, ...], total_envs: int, steps: int, proto
     for n in game_counts:
         games = scale_suite(n)
         envs_per_game = max(1, total_envs // n)
-        acting = acting_rates(games, envs_per_game, steps, protocol, threads, seed)
+        acting = acting_rates(games, envs_per_game, steps, protocol, threads, seed, precision)
         gc.collect()
         rows.append({"games": n, "envs_per_game": envs_per_game, "envs": n * envs_per_game,
                      "build_s": acting.build_s, **acting.ours.to_dict(),
@@ -333,6 +344,8 @@ class BenchOptions:
     """Total envs in the scale measurement, split evenly over 1, 5, 26 and 57 games (--quick: 1, 5, 57)."""
     threads: int = 1
     """Torch threads, for us and SB3 alike."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Our forward-pass precision for acting and scale (training is measured at both, SB3 at fp32)."""
     protocol: Literal["machado", "classic"] = "machado"
     """Emulator protocol for every measurement."""
     seed: int = 0
@@ -348,7 +361,8 @@ def settings(opts: BenchOptions, sizes: Sizes) -> dict:
         "suite": opts.suite, "games": resolve_games(opts.suite), "training_game": opts.game,
         "envs_per_game": opts.envs_per_game, "scale_total_envs": opts.scale_envs, "protocol": opts.protocol,
         "batch_size": cfg.batch_size, "train_frequency": cfg.train_frequency, "n_step": cfg.n_step,
-        "replay_size": cfg.replay_size, "torch_threads": opts.threads, "seed": opts.seed, "quick": opts.quick,
+        "replay_size": cfg.replay_size, "torch_threads": opts.threads, "precision": opts.precision, "seed": opts.seed,
+        "quick": opts.quick,
         "sizes": asdict(sizes), "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
         "ale_py": ale_py.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
@@ -365,28 +379,36 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
     out = {"settings": settings(opts, sizes), "targets": dict(TARGETS)}
     games = resolve_games(opts.suite)
     args = {"protocol": opts.protocol, "seed": opts.seed}
+    precisions = (opts.precision, *(p for p in ("fp32", "bf16") if p != opts.precision))
 
     progress(f"acting: our loop and raw env stepping, {len(games)} games x {opts.envs_per_game} envs")
-    acting = acting_rates(games, opts.envs_per_game, sizes.acting_steps, threads=opts.threads, **args)
+    acting = acting_rates(games, opts.envs_per_game, sizes.acting_steps, threads=opts.threads,
+                          precision=opts.precision, **args)
     out["acting"] = {"ours": acting.ours.to_dict(), "raw_env": acting.raw_env.to_dict(), "ratio": acting.ratio,
                      "build_s": acting.build_s}
 
-    progress(f"training: ours and SB3 DQN on {opts.game}, {opts.envs_per_game} envs")
-    train, sb3 = training_rates(opts.game, opts.envs_per_game, sizes, threads=opts.threads, **args)
-    ceiling = train.ceiling_steps_per_s
-    out["training"] = {
-        "ours": train.rate.to_dict(),
+    progress(f"training: ours ({' and '.join(precisions)}) and SB3 DQN on {opts.game}, {opts.envs_per_game} envs")
+    ours, sb3 = training_rates(opts.game, opts.envs_per_game, sizes, threads=opts.threads, precisions=precisions,
+                               **args)
+
+    def training(t: Training) -> dict:
+        return {"ours": t.rate.to_dict(), "ratio_vs_sb3": ratio(t.rate.steps_per_s, sb3.rate.steps_per_s),
+                "sample_ms": t.sample_ms, "update_ms": t.update_ms, "ceiling_steps_per_s": t.ceiling_steps_per_s,
+                "fraction_of_ceiling": ratio(t.rate.steps_per_s, t.ceiling_steps_per_s)}
+
+    # top level: the configured precision; by_precision: every precision measured
+    out["training"] = training(ours[opts.precision]) | {
+        "precision": opts.precision, "updates_per_step": sb3.updates_per_step,
         "sb3": sb3.rate.to_dict() | {"update_ms": sb3.update_ms, "ceiling_steps_per_s": sb3.ceiling_steps_per_s},
-        "ratio_vs_sb3": ratio(train.rate.steps_per_s, sb3.rate.steps_per_s),
-        "sample_ms": train.sample_ms, "update_ms": train.update_ms, "updates_per_step": train.updates_per_step,
-        "ceiling_steps_per_s": ceiling, "fraction_of_ceiling": ratio(train.rate.steps_per_s, ceiling),
+        "by_precision": {p: training(t) for p, t in ours.items()},
     }
 
     progress(f"scale: {', '.join(map(str, sizes.scale_games))} games at ~{opts.scale_envs} envs")
-    rows = scale_rates(sizes.scale_games, opts.scale_envs, sizes.scale_steps, threads=opts.threads, **args)
+    rows = scale_rates(sizes.scale_games, opts.scale_envs, sizes.scale_steps, threads=opts.threads,
+                       precision=opts.precision, **args)
     out["scale"] = {"rows": rows, "max_games_vs_1_game": rows[-1]["vs_1_game"] if rows else float("nan")}
 
-    bpt = train.bytes_per_transition
+    bpt = ours[opts.precision].bytes_per_transition
     out["memory"] = {"peak_rss_mb": peak_rss_mb(), "replay_bytes_per_transition": bpt,
                      "projected_1m_transitions_gb": bpt * 1e6 / 1e9,
                      "sb3_replay_bytes_per_transition": sb3.bytes_per_transition}

@@ -120,6 +120,10 @@ class TrainConfig:
     """W&B group, e.g. to gather seeds of one experiment."""
     config: str | None = None
     """YAML file of options; flags on the command line override it."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Network forward passes (acting and learning) in fp32, or in bfloat16 autocast with weights,
+    optimizer, targets and loss in fp32. bf16 is much faster where the hardware has it (CPUs with
+    AMX or AVX512-BF16, CUDA from Ampere; README, Performance) and slower on CPUs without it."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +160,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     check_device(cfg.device)
     check_multitask(cfg)
+    check_precision(cfg.precision, cfg.device)
     return cfg
 
 
@@ -217,6 +222,14 @@ def check_device(device: str) -> None:
             raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
     elif dev.type != "cpu":
         raise ConfigError(f"unsupported device {device!r}: use cpu, cuda or cuda:N")
+
+
+def check_precision(precision: str, device: str) -> None:
+    import torch
+
+    if precision == "bf16" and torch.device(device).type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--precision bf16 needs a GPU with bfloat16 support (Ampere or newer); {device!r} "
+                          "has none: use --precision fp32")
 
 
 def from_yaml(path: str) -> dict:

@@ -10,7 +10,9 @@ sharing adds `soft_coupling` times the torsos' distance from their mean.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,16 +31,30 @@ class NonFiniteError(ArithmeticError):
         super().__init__(f"non-finite {what} at update {update} (game ids {games})")
 
 
+Precision = Literal["fp32", "bf16"]
+
+
+def autocast(device: torch.device, precision: Precision):
+    """bf16 autocast for network forward passes (their backward follows); a no-op for fp32.
+
+    Only forwards go inside: weights, optimizer state, targets and the loss stay fp32.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
 class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
-                 soft_coupling: float = 0.0, device: str | torch.device = "cpu"):
+                 soft_coupling: float = 0.0, device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
         if (balance == "popart") != network.popart:
             raise ValueError("balance='popart' needs a network built with popart=True, and only then")
         self.device = torch.device(device)
+        self.precision = precision
         self.online = network.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=learning_rate, eps=adam_eps,
@@ -70,10 +86,10 @@ class DQNLearner:
         n = rewards.shape[1]
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.precision):
             next_obs = next_obs.float() / 255.0  # once, for both networks
             next_action = self.online(next_obs, game).argmax(1, keepdim=True)
-            next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1)
+            next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1).float()
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
         return returns + bootstrap * next_q
 
@@ -83,7 +99,9 @@ class DQNLearner:
         Under PopArt the loss compares normalized values with normalized targets.
         """
         net = self.online
-        out = net.normalized(obs, game).gather(1, action[:, None]).squeeze(1)
+        with autocast(self.device, self.precision):
+            out = net.normalized(obs, game)
+        out = out.float().gather(1, action[:, None]).squeeze(1)
         if net.popart:
             mu, sigma = net.popart_mu[game], net.popart_sigma[game]
             td = F.smooth_l1_loss(out, (target - mu) / sigma, reduction="none")

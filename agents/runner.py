@@ -56,7 +56,8 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
         reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
         task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
-        soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, device=cfg.device)
+        soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, device=cfg.device,
+        precision=cfg.precision)
 
 
 def auto_env_threads(num_games: int, envs_per_game: int) -> int:
@@ -175,7 +176,7 @@ class Trainer:
         """
         cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
         t0 = time.perf_counter()
-        self.actor.act(self.learner.online, epsilon)
+        self.actor.act(self.learner.online, epsilon, cfg.precision)
         t1 = time.perf_counter()
         learning = self.frames.min() >= self.learning_starts
         updates = []

@@ -40,13 +40,17 @@ def markdown_table(result: dict) -> str:
     rows = [
         (f"acting, {s['suite']} ({a['ours']['envs']} envs), steps/s", _f(a["ours"]["steps_per_s"]),
          f"raw env {_f(a['raw_env']['steps_per_s'])}", _f(a["ratio"], 2), _target(a["ratio"], t["acting_vs_raw_env"])),
-        (f"training, {s['training_game']} ({s['envs_per_game']} envs), steps/s", _f(tr["ours"]["steps_per_s"], 1),
-         f"SB3 DQN {_f(tr['sb3']['steps_per_s'], 1)}", _f(tr["ratio_vs_sb3"], 2),
-         _target(tr["ratio_vs_sb3"], t["training_vs_sb3"])),
-        ("training vs learner-bound ceiling, steps/s", _f(tr["ours"]["steps_per_s"], 1),
-         f"ceiling {_f(tr['ceiling_steps_per_s'], 1)}", _f(tr["fraction_of_ceiling"], 2),
-         _target(tr["fraction_of_ceiling"], t["training_vs_ceiling"])),
     ]
+    for p, x in tr["by_precision"].items():  # the configured precision first
+        rows += [
+            (f"training, {s['training_game']} ({s['envs_per_game']} envs), {p}, steps/s",
+             _f(x["ours"]["steps_per_s"], 1),
+             f"SB3 DQN (fp32) {_f(tr['sb3']['steps_per_s'], 1)}", _f(x["ratio_vs_sb3"], 2),
+             _target(x["ratio_vs_sb3"], t["training_vs_sb3"])),
+            (f"training {p} vs learner-bound ceiling, steps/s", _f(x["ours"]["steps_per_s"], 1),
+             f"ceiling {_f(x['ceiling_steps_per_s'], 1)}", _f(x["fraction_of_ceiling"], 2),
+             _target(x["fraction_of_ceiling"], t["training_vs_ceiling"])),
+        ]
     scale = result["scale"]["rows"]
     for row in scale:
         last = row is scale[-1] and row["games"] > 1
@@ -71,9 +75,11 @@ def markdown_table(result: dict) -> str:
     load = s["load_average_start"][0]
     lines += [
         "",
-        f"ms per iteration: acting {phases(a['ours'])}; training {phases(tr['ours'])}",
-        f"one update alone: ours {tr['sample_ms']:.1f} sample + {tr['update_ms']:.1f} update ms, "
-        f"SB3 {tr['sb3']['update_ms']:.1f} ms; {tr['updates_per_step']:g} updates per agent step",
+        f"ms per iteration: acting ({s['precision']}) {phases(a['ours'])}; "
+        + "; ".join(f"training {p} {phases(x['ours'])}" for p, x in tr["by_precision"].items()),
+        "one update alone: ours " + ", ".join(f"{p} {x['sample_ms']:.1f} sample + {x['update_ms']:.1f} update ms"
+                                             for p, x in tr["by_precision"].items())
+        + f"; SB3 {tr['sb3']['update_ms']:.1f} ms; {tr['updates_per_step']:g} updates per agent step",
         f"torch {s['torch']}, {s['torch_threads']} torch thread(s), {s['cpu_count']} CPUs, load average "
         f"{load:.2f} at start; {result['elapsed_s']:.0f} s" + (" (quick)" if s["quick"] else ""),
     ]

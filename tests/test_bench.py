@@ -35,6 +35,7 @@ def test_json_has_settings_and_every_section(result):
     s = result["settings"]
     assert s["games"] == ["pong", "breakout"] and s["training_game"] == "pong" and s["envs_per_game"] == 2
     assert s["batch_size"] == 32 and s["train_frequency"] == 4 and s["torch_threads"] == 1 and s["quick"]
+    assert s["precision"] == "fp32"
     for key in ("torch", "stable_baselines3", "ale_py", "cpu_count", "date"):
         assert s[key]
     assert {"acting", "training", "scale", "memory", "targets", "elapsed_s"} <= set(result)
@@ -56,6 +57,18 @@ def test_rates_are_positive_and_ratios_come_from_them(result):
     assert math.isclose(t["fraction_of_ceiling"], t["ours"]["steps_per_s"] / ceiling)
 
 
+def test_training_is_measured_at_both_precisions_against_the_same_sb3(result):
+    t = result["training"]
+    assert list(t["by_precision"]) == ["fp32", "bf16"] and t["precision"] == "fp32"
+    assert t["by_precision"]["fp32"]["ours"] == t["ours"]  # the top level is the configured precision
+    for x in t["by_precision"].values():
+        assert x["ours"]["updates"] > 0 and x["update_ms"] > 0
+        assert math.isclose(x["ratio_vs_sb3"], x["ours"]["steps_per_s"] / t["sb3"]["steps_per_s"])
+        ceiling = 1000 / ((x["sample_ms"] + x["update_ms"]) * t["updates_per_step"])
+        assert math.isclose(x["ceiling_steps_per_s"], ceiling)
+        assert math.isclose(x["fraction_of_ceiling"], x["ours"]["steps_per_s"] / ceiling)
+
+
 def test_scale_rows_and_memory(result):
     rows = result["scale"]["rows"]
     assert [r["games"] for r in rows] == [1, 2] and [r["envs"] for r in rows] == [2, 2]
@@ -72,12 +85,13 @@ def test_scale_rows_and_memory(result):
 
 def test_table_has_every_row(result):
     table = bench.markdown_table(result)
-    for text in ("acting", "SB3 DQN", "ceiling", "scale, 2 games", "replay bytes per transition", "peak RSS"):
+    for text in ("acting", "pong (2 envs), fp32", "pong (2 envs), bf16", "SB3 DQN (fp32)",
+                 "training bf16 vs learner-bound", "scale, 2 games", "replay bytes per transition", "peak RSS"):
         assert text in table
 
 
 @pytest.mark.parametrize("args", [["--game", "pong,breakout"], ["--game", "pongg"], ["--envs-per-game", "3"],
-                                  ["--threads", "0"], ["--suite", "atari6"]])
+                                  ["--threads", "0"], ["--suite", "atari6"], ["--precision", "fp16"]])
 def test_bad_input_is_one_line_and_exit_2(args, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["bench", *args])

@@ -113,6 +113,7 @@ def one_line_error(proc, *needles):
     (["--frames-per-game", "abc"], ["--frames-per-game", "'abc'"]),
     (["--framez", "3"], ["--framez"]),
     (["--protocol", "nature"], ["'nature'", "machado", "classic"]),
+    (["--precision", "fp16"], ["'fp16'", "fp32", "bf16"]),
     (["--replay-size", "-5"], ["--replay-size", "-5"]),
     (["--gamma", "1.5"], ["--gamma", "[0, 1]"]),
 ])

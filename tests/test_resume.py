@@ -148,8 +148,9 @@ def config(out: Path, **kw) -> TrainConfig:
     return TrainConfig(**base | kw)
 
 
-def test_same_seed_same_config_gives_identical_actions_losses_and_weights(tmp_path):
-    a, b = (Trainer(config(tmp_path / name), tmp_path / name) for name in ("a", "b"))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_same_config_gives_identical_actions_losses_and_weights(tmp_path, precision):
+    a, b = (Trainer(config(tmp_path / name, precision=precision), tmp_path / name) for name in ("a", "b"))
     for t in (a, b):
         t.run()
     assert a.learner.updates == b.learner.updates > 100
