@@ -45,6 +45,7 @@ class Actor:
         self.envs_per_game = envs_per_game
         self.device = torch.device(device)
         self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
+        self.lanes = [envs_per_game] * len(games)  # replay lanes per game: one per env
         self.action_counts = [int(env.single_action_space.n) for env in self.envs]
         # distinct, reproducible emulator seeds per game and env
         env_seed = seed if env_seed is None else env_seed

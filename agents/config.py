@@ -97,6 +97,18 @@ class TrainConfig:
     config: str | None = None
     """YAML file of options; flags on the command line override it."""
 
+    backend: Literal["local", "ray"] = "local"
+    """local: this process steps every env; ray: --num-actors Ray actors step them, this process learns."""
+    num_actors: int = 2
+    """Ray actors (--backend ray), one CPU each. Fewer than the games: each steps envs_per_game envs of
+    every game; otherwise actor i steps envs_per_game envs of game i mod games."""
+    ray_address: str | None = None
+    """Ray cluster to join (--backend ray): host:port of `ray start --head`, or auto; unset: a local instance."""
+    weight_publish_period: int = 25
+    """Updates between copies of the learner's weights to the Ray actors (--backend ray)."""
+    chunk_steps: int = 32
+    """Vector steps per transition chunk a Ray actor sends (--backend ray); a lost actor loses at most one."""
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -110,7 +122,8 @@ class ConfigError(ValueError):
 
 
 _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
-             "train_frequency", "target_update_period", "eval_episodes", "log_interval")
+             "train_frequency", "target_update_period", "eval_episodes", "log_interval", "num_actors",
+             "weight_publish_period", "chunk_steps")
 _NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints")
 _UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon")
 
@@ -130,7 +143,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     check_device(cfg.device)
+    if cfg.backend == "ray":
+        check_ray(cfg.ray_address)
     return cfg
+
+
+def check_ray(address: str | None) -> None:
+    """--backend ray needs the optional Ray extra, and an address, if given, of a reachable form."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--backend ray needs Ray, which is not installed: pip install 'mtdqn[ray]' "
+                          "(or .[ray] in the source folder), or use --backend local")
+    if address is not None and not address.strip():
+        raise ConfigError("--ray-address is empty: give host:port of a Ray head node, or auto, or leave it out")
 
 
 def check_device(device: str) -> None:
