@@ -255,7 +255,7 @@ class RayActors:
         self.paused = True
         total = Received(np.zeros(len(self.action_counts), dtype=np.int64))
         while self.inflight:
-            total.add(self.receive(None, None, replay, wait=True))
+            total.add(self.receive(None, total.frames, replay, wait=True))
         self.paused = False
         return total
 
