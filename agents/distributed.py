@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,9 @@ from agents.replay import GameReplay
 from agents.runner import Trainer, auto_env_threads
 from envs import FRAMESKIP, Protocol, num_actions
 
-MAX_RESTARTS = 100  # per actor: Ray restarts a dead actor this often, then training stops
+MAX_RESTARTS = 100  # per actor: Ray restarts a dead actor this often
+RETRY_S = 0.5  # a failed request is sent again after this pause (the actor may be restarting)...
+MAX_FAILURES = 120  # ...and after this many in a row (a minute), the actor is taken as gone: training stops
 STEP_ARRAYS = GameReplay.ARRAYS  # what one replay slot holds, in `add`'s argument order
 SEEDS = 2**31 // 100_003 - 1  # Actor seeds env i with seed * 100_003 + i, which ale-py needs below 2**31
 
@@ -175,6 +178,17 @@ class _Lane:
         self.open = False
 
 
+def flush(lanes: list[_Lane], replay, game: int) -> None:
+    """Move the steps that all of a game's lanes have into its replay, side by side (lockstep);
+    every lane keeps its newest step."""
+    n = min(lane.count for lane in lanes) - 1
+    if n > 0:
+        parts = [lane.take(n) for lane in lanes]
+        block = {k: np.concatenate([p[k] for p in parts], axis=1) for k in STEP_ARRAYS}
+        for t in range(n):
+            replay.add(game, *(block[k][t] for k in STEP_ARRAYS))
+
+
 @dataclass
 class Received:
     """What one `RayTrainer.step` got from the actors (what the loop reads from an `ActorStep`)."""
@@ -212,7 +226,8 @@ class RayActors:
         n = len(self.handles)
         self.inflight: dict = {}  # ObjectRef -> actor index
         self.generation, self.seeds, self.sent = [0] * n, [None] * n, [-1] * n
-        self.lost = [0] * n  # chunks lost, per actor
+        self.failed = [0] * n  # requests that failed, per actor (only the first of a row can lose steps)
+        self.failing, self.retry_at = [0] * n, [0.0] * n  # failures in a row, and when to ask again
         self.restarts, self.started = [0] * n, [False] * n  # new envs after the first, per actor
         self.weights, self.version, self.published_at = None, -1, 0
         self.paused = False
@@ -233,9 +248,12 @@ class RayActors:
 
         self._request(epsilon, frames)
         got = Received(np.zeros(len(self.action_counts), dtype=np.int64))
+        retry = None if self.paused else self._next_retry()  # a wait ends when an actor may be asked again
         if not self.inflight:
+            if wait and retry is not None:
+                time.sleep(retry)
             return got
-        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=None if wait else 0)
+        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=retry if wait else 0)
         if ready:
             ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
         for ref in ready:
@@ -243,8 +261,9 @@ class RayActors:
             try:
                 chunk = ray.get(ref)
             except ray.exceptions.RayActorError:
-                self._lose(i)
+                self._fail(i)
                 continue
+            self.failing[i] = 0
             self._store(i, chunk, replay)
             got.add(Received(chunk["game_frames"], chunk["episodes"], chunk["action"].size, [chunk["version"]]))
         self._request(epsilon, frames + got.frames)
@@ -272,7 +291,8 @@ class RayActors:
         busy = set(self.inflight.values())
         ahead = self.cfg.chunk_steps * self.cfg.envs_per_game * FRAMESKIP
         for i, handle in enumerate(self.handles):
-            if self.paused or i in busy or frames[self.placement[i]].min() >= frames.min() + ahead:
+            if (self.paused or i in busy or time.monotonic() < self.retry_at[i]
+                    or frames[self.placement[i]].min() >= frames.min() + ahead):
                 continue
             if self.seeds[i] is None:
                 self.seeds[i] = int(self.rng.integers(SEEDS))
@@ -282,12 +302,21 @@ class RayActors:
             self.sent[i] = self.version
             self.inflight[ref] = i
 
-    def _lose(self, i: int) -> None:
-        """Actor i died with a chunk in flight: cut its episodes; its next request starts new ones."""
-        self.lost[i] += 1
-        if self.lost[i] > MAX_RESTARTS:
-            raise RuntimeError(f"Ray actor {i} was lost {self.lost[i]} times (its games: "
-                               f"{self.placement[i]}); stopping rather than train without it")
+    def _next_retry(self) -> float | None:
+        """Seconds until an idle actor that failed may be asked again; None if no actor waits so."""
+        now, busy = time.monotonic(), set(self.inflight.values())
+        waits = [self.retry_at[i] - now for i in range(len(self.handles)) if i not in busy and self.retry_at[i] > now]
+        return min(waits) if waits else None
+
+    def _fail(self, i: int) -> None:
+        """Actor i died (or was unreachable) with a request in flight: cut its episodes; it is asked
+        again after RETRY_S, to start new ones."""
+        self.failed[i] += 1
+        self.failing[i] += 1
+        if self.failing[i] > MAX_FAILURES:
+            raise RuntimeError(f"Ray actor {i} (games {self.placement[i]}) failed {self.failing[i]} requests in a "
+                               f"row: it is gone (restarted {self.restarts[i]} times); stopping")
+        self.retry_at[i] = time.monotonic() + RETRY_S
         self.generation[i] += 1
         self.seeds[i], self.sent[i] = None, -1
         for g in self.placement[i]:
@@ -303,13 +332,7 @@ class RayActors:
                 self.queues[i, g].cut()
             self.queues[i, g].push({k: chunk[k][:, cols] for k in STEP_ARRAYS}, chunk["next_frame"][cols],
                                    chunk["next_first"][cols])
-            lanes = self.by_game[g]
-            n = min(lane.count for lane in lanes) - 1  # every lane keeps its newest step
-            if n > 0:
-                parts = [lane.take(n) for lane in lanes]
-                block = {k: np.concatenate([p[k] for p in parts], axis=1) for k in STEP_ARRAYS}
-                for t in range(n):
-                    replay.add(g, *(block[k][t] for k in STEP_ARRAYS))
+            flush(self.by_game[g], replay, g)
 
 
 class RayTrainer(Trainer):
@@ -321,8 +344,6 @@ class RayTrainer(Trainer):
     def step(self, epsilon: np.ndarray, phases: dict[str, float] | None = None) -> tuple[Received, list[dict]]:
         """One owed update if there is one, then the chunks that are back (waiting for one if
         nothing was learned), so the replay ratio is the local backend's."""
-        import time
-
         if self.actor.version < 0 or self.learner.updates >= self.actor.published_at + self.cfg.weight_publish_period:
             self.actor.publish(self.learner.online, self.learner.updates)
         t0 = time.perf_counter()
