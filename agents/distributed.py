@@ -230,7 +230,6 @@ class RayActors:
         self.failing, self.retry_at = [0] * n, [0.0] * n  # failures in a row, and when to ask again
         self.restarts, self.started = [0] * n, [False] * n  # new envs after the first, per actor
         self.weights, self.version, self.published_at = None, -1, 0
-        self.paused = False
 
     def publish(self, network: torch.nn.Module, updates: int) -> None:
         """One `ray.put` of the weights; each actor gets them with its next request."""
@@ -241,14 +240,16 @@ class RayActors:
         self.version += 1
         self.published_at = updates
 
-    def receive(self, epsilon: np.ndarray | None, frames: np.ndarray | None, replay, wait: bool) -> Received:
-        """Store the chunks that are back (waiting for one if `wait`) and ask those actors for the next,
-        given the per-game epsilon and frames so far."""
+    def receive(self, epsilon: np.ndarray | None, frames: np.ndarray | None, replay, wait: bool,
+                ask: bool = True) -> Received:
+        """Store the chunks that are back (waiting for one if `wait`) and, if `ask`, ask the idle
+        actors for the next, given the per-game epsilon and frames so far."""
         import ray
 
-        self._request(epsilon, frames)
+        if ask:
+            self._request(epsilon, frames)
         got = Received(np.zeros(len(self.action_counts), dtype=np.int64))
-        retry = None if self.paused else self._next_retry()  # a wait ends when an actor may be asked again
+        retry = self._next_retry() if ask else None  # a wait ends when an actor may be asked again
         if not self.inflight:
             if wait and retry is not None:
                 time.sleep(retry)
@@ -266,16 +267,15 @@ class RayActors:
             self.failing[i] = 0
             self._store(i, chunk, replay)
             got.add(Received(chunk["game_frames"], chunk["episodes"], chunk["action"].size, [chunk["version"]]))
-        self._request(epsilon, frames + got.frames)
+        if ask:
+            self._request(epsilon, frames + got.frames)
         return got
 
     def drain(self, replay) -> Received:
         """Ask for nothing more and store every chunk still in flight."""
-        self.paused = True
         total = Received(np.zeros(len(self.action_counts), dtype=np.int64))
         while self.inflight:
-            total.add(self.receive(None, total.frames, replay, wait=True))
-        self.paused = False
+            total.add(self.receive(None, None, replay, wait=True, ask=False))
         return total
 
     def close(self) -> None:
@@ -291,7 +291,7 @@ class RayActors:
         busy = set(self.inflight.values())
         ahead = self.cfg.chunk_steps * self.cfg.envs_per_game * FRAMESKIP
         for i, handle in enumerate(self.handles):
-            if (self.paused or i in busy or time.monotonic() < self.retry_at[i]
+            if (i in busy or time.monotonic() < self.retry_at[i]
                     or frames[self.placement[i]].min() >= frames.min() + ahead):
                 continue
             if self.seeds[i] is None:
@@ -350,7 +350,9 @@ class RayTrainer(Trainer):
         learning = self.frames.min() >= self.learning_starts
         updates = self.learn(limit=1) if learning else []
         t1 = time.perf_counter()
-        got = self.actor.receive(epsilon, self.frames, self.replay, wait=not updates)
+        # actors are asked for more only while the learner owes less than one round of chunks
+        ask = not updates or self.update_credit < self.cfg.chunk_steps * sum(self.actor.lanes) / self.cfg.train_frequency
+        got = self.actor.receive(epsilon, self.frames, self.replay, wait=not updates, ask=ask)
         self.count(got.frames, learning)
         if phases is not None:
             for name, a, b in (("learn", t0, t1), ("receive", t1, time.perf_counter())):

@@ -115,6 +115,9 @@ def test_two_actors_train_through_a_killed_actor_to_the_frame_target(ray_run):
     assert t.actor.lanes == [2, 2] and t.actor.placement == [[0], [1]]
     assert t.frames.min() >= 3200 and t.learner.updates > at_kill > 0
     assert t.actor.restarts == [1, 1]  # each actor restarted once, its episodes cut, new ones begun
+    # the replay ratio is the local one: actors wait while the learner owes more than a round of chunks
+    round_updates = t.cfg.chunk_steps * sum(t.actor.lanes) / t.cfg.train_frequency
+    assert 0 <= t.update_credit < 2 * round_updates
     assert result["report"] is not None and result["checkpoint"].endswith(f"frames_{t.frames.min():09d}.pt")
 
 
