@@ -65,11 +65,14 @@ def connect(address: str | None, num_actors: int) -> None:
     try:
         if address:
             ray.init(address=address, **quiet)
-        else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, num_actors), include_dashboard=False, **quiet)
+        else:  # "local": a new instance even if `ray start` runs on this machine
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, num_actors), include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"--ray-address {address!r}: could not join the Ray cluster "
-                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); {hint}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not address:
+            raise ConfigError(f"--backend ray could not start a local Ray instance ({why})") from None
+        raise ConfigError(f"--ray-address {address!r}: could not join the Ray cluster ({why}); {hint} "
+                          "(a cluster with token authentication also needs RAY_AUTH_MODE=token here)") from None
     cpus = ray.cluster_resources().get("CPU", 0)
     if cpus < num_actors:
         ray.shutdown()

@@ -38,6 +38,7 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
 
     sizes = sizes or (benchmark.QUICK if opts.quick else Sizes())
     start = time.perf_counter()
+    info = settings(opts, sizes)  # load average at the start
     games = resolve_games(opts.suite)
     connect(None, sum(ACTOR_COUNTS))  # every side's actors are alive at once
     local = build_trainer(games, opts.envs_per_game, opts.protocol, opts.threads, seed=opts.seed)
@@ -65,7 +66,7 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
     for n in rays:
         rate = merge(parts[n])
         rows.append({"backend": "ray", "actors": n, **rate.to_dict(), "vs_local": rate.steps_per_s / base.steps_per_s})
-    out = {"settings": settings(opts, sizes) | {"chunk_steps": local.cfg.chunk_steps, "backend": "ray"},
+    out = {"settings": info | {"chunk_steps": local.cfg.chunk_steps, "backend": "ray"},
            "acting": rows, "elapsed_s": time.perf_counter() - start}
     out["settings"]["load_average_end"] = list(os.getloadavg())
     return out
