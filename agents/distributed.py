@@ -17,6 +17,7 @@ counters are exactly what the replay received. Ray is imported lazily: it is an 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -107,9 +108,6 @@ class ActorWorker:
         self.generation = -1
         self.version = -1
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def collect(self, steps: int, epsilon: np.ndarray, generation: int, seed: int, weights: dict | None,
                 version: int) -> dict:
         """`steps` vector steps of every env of this actor's games: [steps, envs] arrays (game-major
@@ -137,7 +135,7 @@ class ActorWorker:
             episodes += [(self.heads[g], ret, length) for g, ret, length in step.episodes]
         return {**{k: np.stack(v) for k, v in recorded.items()}, "next_frame": self.actor.obs[:, -1].copy(),
                 "next_first": self.actor.first.copy(), "game_frames": frames, "episodes": episodes,
-                "version": self.version, "fresh": fresh}
+                "version": self.version, "fresh": fresh, "pid": os.getpid()}
 
 
 class _Lane:
@@ -231,7 +229,7 @@ class RayActors:
         self.generation, self.seeds, self.sent = [0] * n, [None] * n, [-1] * n
         self.failed = [0] * n  # requests that failed, per actor (only the first of a row can lose steps)
         self.failing, self.retry_at = [0] * n, [0.0] * n  # failures in a row, and when to ask again
-        self.restarts, self.started = [0] * n, [False] * n  # new envs after the first, per actor
+        self.restarts, self.pids = [0] * n, [None] * n  # process restarts seen, per actor
         self.weights, self.version, self.published_at = None, -1, 0
 
     def publish(self, network: torch.nn.Module, updates: int) -> None:
@@ -244,15 +242,16 @@ class RayActors:
         self.published_at = updates
 
     def receive(self, epsilon: np.ndarray | None, frames: np.ndarray | None, replay, wait: bool,
-                ask: bool = True) -> Received:
-        """Store the chunks that are back (waiting for one if `wait`) and, if `ask`, ask the idle
-        actors for the next, given the per-game epsilon and frames so far."""
+                room: float = math.inf) -> Received:
+        """Store the chunks that are back (waiting for one if `wait`) and ask the idle actors for the
+        next, given the per-game epsilon and frames so far, while the learner has `room` for more
+        frames (the chunks that came back take theirs first)."""
         import ray
 
-        if ask:
+        if room > 0:
             self._request(epsilon, frames)
         got = Received(np.zeros(len(self.action_counts), dtype=np.int64))
-        retry = self._next_retry() if ask else None  # a wait ends when an actor may be asked again
+        retry = self._next_retry() if room > 0 else None  # a wait ends when an actor may be asked again
         if not self.inflight:
             if wait and retry is not None:
                 time.sleep(retry)
@@ -270,7 +269,7 @@ class RayActors:
             self.failing[i] = 0
             self._store(i, chunk, replay)
             got.add(Received(chunk["game_frames"], chunk["episodes"], chunk["action"].size, [chunk["version"]]))
-        if ask:
+        if room - got.frames.sum() > 0:
             self._request(epsilon, frames + got.frames)
         return got
 
@@ -278,7 +277,7 @@ class RayActors:
         """Ask for nothing more and store every chunk still in flight."""
         total = Received(np.zeros(len(self.action_counts), dtype=np.int64))
         while self.inflight:
-            total.add(self.receive(None, None, replay, wait=True, ask=False))
+            total.add(self.receive(None, None, replay, wait=True, room=0))
         return total
 
     def close(self) -> None:
@@ -327,8 +326,8 @@ class RayActors:
 
     def _store(self, i: int, chunk: dict, replay) -> None:
         E = self.cfg.envs_per_game
-        self.restarts[i] += chunk["fresh"] and self.started[i]
-        self.started[i] = True
+        self.restarts[i] += self.pids[i] not in (None, chunk["pid"])
+        self.pids[i] = chunk["pid"]
         for j, g in enumerate(self.placement[i]):
             cols = slice(j * E, (j + 1) * E)
             if chunk["fresh"]:  # also catches a restart whose chunk in flight had already come back
@@ -354,8 +353,11 @@ class RayTrainer(Trainer):
         updates = self.learn(limit=1) if learning else []
         t1 = time.perf_counter()
         # actors are asked for more only while the learner owes less than one round of chunks
-        ask = not updates or self.update_credit < self.cfg.chunk_steps * sum(self.actor.lanes) / self.cfg.train_frequency
-        got = self.actor.receive(epsilon, self.frames, self.replay, wait=not updates, ask=ask)
+        cfg, room = self.cfg, math.inf
+        if updates:
+            room = (cfg.chunk_steps * sum(self.actor.lanes) / cfg.train_frequency - self.update_credit) * (
+                cfg.train_frequency * FRAMESKIP)
+        got = self.actor.receive(epsilon, self.frames, self.replay, wait=not updates, room=room)
         self.count(got.frames, learning)
         if phases is not None:
             for name, a, b in (("learn", t0, t1), ("receive", t1, time.perf_counter())):

@@ -162,7 +162,7 @@ class Trainer:
         Returns the actor's step and the updates' metrics; `phases` (if given) accumulates seconds
         spent in act / learn / recv / store, for profiling.
         """
-        cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
+        G, E = len(self.games), self.cfg.envs_per_game
         t0 = time.perf_counter()
         self.actor.act(self.learner.online, epsilon)
         t1 = time.perf_counter()
