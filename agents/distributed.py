@@ -37,7 +37,6 @@ MAX_RESTARTS = 100  # per actor: Ray restarts a dead actor this often
 RETRY_S = 0.5  # a failed request is sent again after this pause (the actor may be restarting)...
 MAX_FAILURES = 120  # ...and after this many in a row (a minute), the actor is taken as gone: training stops
 STEP_ARRAYS = GameReplay.ARRAYS  # what one replay slot holds, in `add`'s argument order
-SEEDS = 2**31 // 100_003 - 1  # Actor seeds env i with seed * 100_003 + i, which ale-py needs below 2**31
 
 
 def placement(num_games: int, num_actors: int) -> list[list[int]]:
@@ -297,7 +296,7 @@ class RayActors:
                     or frames[self.placement[i]].min() >= frames.min() + ahead):
                 continue
             if self.seeds[i] is None:
-                self.seeds[i] = int(self.rng.integers(SEEDS))
+                self.seeds[i] = int(self.rng.integers(2**31))
             weights = self.weights if self.sent[i] < self.version else None
             ref = handle.collect.remote(self.cfg.chunk_steps, epsilon, self.generation[i], self.seeds[i], weights,
                                         self.version)

@@ -14,6 +14,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from agents import benchmark, checkpoint  # noqa: E402
+from agents.actor import Actor  # noqa: E402
 from agents.config import TrainConfig  # noqa: E402
 from agents.distributed import ActorWorker, RayTrainer, _Lane, connect, flush, placement  # noqa: E402
 from agents.replay import TaskBalancedReplay  # noqa: E402
@@ -157,6 +158,11 @@ def test_ray_checkpoint_evaluates_and_resumes_locally_and_back(ray_run, tmp_path
     assert min(final["frames"]) >= 4800 and final["learner"]["updates"] > state["learner"]["updates"]
     for k, v in final["learner"]["online"].items():
         assert torch.isfinite(v).all(), k
+
+
+def test_a_run_resumed_past_21474_frames_per_game_gets_valid_env_seeds():
+    """A resume seeds its envs from the frames done (either backend); the seeds used to overflow ale-py's."""
+    Actor(["pong"], 1, PROTOCOLS["machado"], seed=0, env_seed=250_000).close()
 
 
 @pytest.mark.parametrize("argv, message", [
