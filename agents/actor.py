@@ -45,10 +45,11 @@ class Actor:
         self.envs_per_game = envs_per_game
         self.device = torch.device(device)
         self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
+        self.lanes = [envs_per_game] * len(games)  # replay lanes per game: one per env
         self.action_counts = [int(env.single_action_space.n) for env in self.envs]
-        # distinct, reproducible emulator seeds per game and env
+        # distinct, reproducible emulator seeds per game and env (ale-py takes them below 2**31)
         env_seed = seed if env_seed is None else env_seed
-        self.obs = np.concatenate([env.reset(seed=env_seed * 100_003 + i * envs_per_game)[0]
+        self.obs = np.concatenate([env.reset(seed=(env_seed * 100_003 + i * envs_per_game) % 2**31)[0]
                                    for i, env in enumerate(self.envs)])
         n = len(self.obs)
         self.game_ids = np.repeat(np.arange(len(games)), envs_per_game)

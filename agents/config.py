@@ -125,6 +125,18 @@ class TrainConfig:
     optimizer, targets and loss in fp32. bf16 is much faster where the hardware has it (CPUs with
     AMX or AVX512-BF16, CUDA from Ampere; README, Performance) and slower on CPUs without it."""
 
+    backend: Literal["local", "ray"] = "local"
+    """local: this process steps every env; ray: --num-actors Ray actors step them, this process learns."""
+    num_actors: int = 2
+    """Ray actors (--backend ray), one CPU each. Fewer than the games: each steps envs_per_game envs of
+    every game; otherwise actor i steps envs_per_game envs of game i mod games."""
+    ray_address: str | None = None
+    """Ray cluster to join (--backend ray): host:port of `ray start --head`, or auto; unset: a local instance."""
+    weight_publish_period: int = 25
+    """Updates between copies of the learner's weights to the Ray actors (--backend ray)."""
+    chunk_steps: int = 32
+    """Vector steps per transition chunk a Ray actor sends (--backend ray); a lost actor loses at most one."""
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -138,7 +150,8 @@ class ConfigError(ValueError):
 
 
 _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
-             "train_frequency", "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size")
+             "train_frequency", "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size",
+             "num_actors", "weight_publish_period", "chunk_steps")
 _NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints",
                  "conflict_interval", "soft_coupling")
 _UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon", "popart_beta")
@@ -161,6 +174,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_device(cfg.device)
     check_multitask(cfg)
     check_precision(cfg.precision, cfg.device)
+    if cfg.backend == "ray":
+        check_ray(cfg.ray_address)
     return cfg
 
 
@@ -206,6 +221,17 @@ def task_weights(spec: str, games: list[str]) -> list[float]:
     if not any(weights.values()):
         raise ConfigError("--task-weights: at least one game needs a positive weight")
     return [weights[g] for g in games]
+
+
+def check_ray(address: str | None) -> None:
+    """--backend ray needs the optional Ray extra, and an address, if given, of a reachable form."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--backend ray needs Ray, which is not installed: pip install 'mtdqn[ray]' "
+                          "(or .[ray] in the source folder), or use --backend local")
+    if address is not None and not address.strip():
+        raise ConfigError("--ray-address is empty: give host:port of a Ray head node, or auto, or leave it out")
 
 
 def check_device(device: str) -> None:

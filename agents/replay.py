@@ -151,11 +151,12 @@ class TaskBalancedReplay:
     randomly chosen games; balance="proportional": shares follow the number of stored transitions.
     """
 
-    def __init__(self, num_games: int, capacity_per_game: int, lanes: int, n_step: int,
+    def __init__(self, num_games: int, capacity_per_game: int, lanes: int | list[int], n_step: int,
                  balance: str = "equal", seed: int = 0):
         if balance not in ("equal", "proportional"):
             raise ValueError(f"unknown replay balance {balance!r}: use equal or proportional")
-        self.games = [GameReplay(capacity_per_game, lanes, n_step) for _ in range(num_games)]
+        lanes = [lanes] * num_games if isinstance(lanes, int) else lanes  # per game: its envs
+        self.games = [GameReplay(capacity_per_game, n, n_step) for n in lanes]
         self.balance = balance
         self.rng = np.random.default_rng(seed)
 

@@ -41,16 +41,21 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__}
 
 
-def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
-    """The network and learner the config asks for: sharing mode, balancer, their options."""
+def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> dict:
+    """MultiHeadQNetwork's arguments for the config's sharing mode and balancer."""
     if cfg.sharing == "shared":
         torso_of = [0] * len(games)
     elif cfg.sharing == "grouped":
         torso_of = parse_groups(cfg.groups, games)
     else:  # separate and soft: a torso per game
         torso_of = list(range(len(games)))
-    network = MultiHeadQNetwork(action_counts, dueling=cfg.dueling, torso_of=torso_of,
-                                tied_init=cfg.sharing == "soft", popart=cfg.balance == "popart")
+    return {"action_counts": action_counts, "dueling": cfg.dueling, "torso_of": torso_of,
+            "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart"}
+
+
+def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
+    """The network and learner the config asks for: sharing mode, balancer, their options."""
+    network = MultiHeadQNetwork(**network_spec(cfg, games, action_counts))
     return DQNLearner(
         network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
         target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
@@ -84,10 +89,9 @@ class Trainer:
         resumed_frames = min(state["frames"]) if state else 0
         env_threads = cfg.env_threads or auto_env_threads(len(self.games), cfg.envs_per_game)
         # a resumed run starts fresh episodes (emulator state is not saved), from seeds of its own
-        self.actor = Actor(self.games, cfg.envs_per_game, self.protocol, cfg.seed, env_threads, cfg.device,
-                           env_seed=cfg.seed + resumed_frames)
+        self.actor = self.make_actor(env_threads, env_seed=cfg.seed + resumed_frames)
         self.learner = build_learner(cfg, self.games, self.actor.action_counts)
-        self.replay = TaskBalancedReplay(len(self.games), cfg.replay_size, cfg.envs_per_game, cfg.n_step,
+        self.replay = TaskBalancedReplay(len(self.games), cfg.replay_size, self.actor.lanes, cfg.n_step,
                                          balance=cfg.replay_balance, seed=cfg.seed)
         self.frames = np.zeros(len(self.games), dtype=np.int64)
         self.episodes = np.zeros(len(self.games), dtype=np.int64)
@@ -163,6 +167,12 @@ class Trainer:
         self.actor.close()
         return {"checkpoint": str(path), "report": report, "interrupted": None}
 
+    def make_actor(self, env_threads: int, env_seed: int) -> Actor:
+        """Where transitions come from: every game's envs in this process (agents/distributed.py
+        overrides this and `step` for Ray actors)."""
+        return Actor(self.games, self.cfg.envs_per_game, self.protocol, self.cfg.seed, env_threads, self.cfg.device,
+                     env_seed=env_seed)
+
     def epsilon(self) -> np.ndarray:
         cfg = self.cfg
         return linear_epsilon(self.frames, cfg.epsilon_start, cfg.epsilon_end,
@@ -174,19 +184,12 @@ class Trainer:
         Returns the actor's step and the updates' metrics; `phases` (if given) accumulates seconds
         spent in act / learn / recv / store, for profiling.
         """
-        cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
+        G, E = len(self.games), self.cfg.envs_per_game
         t0 = time.perf_counter()
-        self.actor.act(self.learner.online, epsilon, cfg.precision)
+        self.actor.act(self.learner.online, epsilon, self.cfg.precision)
         t1 = time.perf_counter()
         learning = self.frames.min() >= self.learning_starts
-        updates = []
-        if learning and self.update_credit >= 1:
-            ready = self.replay.ready_games(cfg.batch_size // G + 1)
-            while ready and self.update_credit >= 1:
-                metrics = self._update(ready)
-                if metrics is not None:
-                    updates.append(metrics)
-                self.update_credit -= 1
+        updates = self.learn() if learning else []
         t2 = time.perf_counter()
         step = self.actor.recv()
         t3 = time.perf_counter()
@@ -194,13 +197,29 @@ class Trainer:
             s = slice(g * E, (g + 1) * E)
             self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
                             step.truncated[s], step.first[s])
-        self.frames += step.frames
-        if learning:
-            self.update_credit += step.frames.sum() / FRAMESKIP / cfg.train_frequency
+        self.count(step.frames, learning)
         if phases is not None:
             for name, a, b in (("act", t0, t1), ("learn", t1, t2), ("recv", t2, t3), ("store", t3, time.perf_counter())):
                 phases[name] = phases.get(name, 0.0) + b - a
         return step, updates
+
+    def learn(self, limit: float = math.inf) -> list[dict]:
+        """The updates owed (at most `limit`), each on a task-balanced batch; their metrics."""
+        updates = []
+        if self.update_credit >= 1 and limit > 0:
+            ready = self.replay.ready_games(self.cfg.batch_size // len(self.games) + 1)
+            while ready and self.update_credit >= 1 and len(updates) < limit:
+                metrics = self._update(ready)
+                if metrics is not None:
+                    updates.append(metrics)
+                self.update_credit -= 1
+        return updates
+
+    def count(self, frames: np.ndarray, learning: bool) -> None:
+        """Per-game frames received; once learning, each `train_frequency` agent steps owe one update."""
+        self.frames += frames
+        if learning:
+            self.update_credit += frames.sum() / FRAMESKIP / self.cfg.train_frequency
 
     def _update(self, ready: list[int]) -> dict | None:
         try:
@@ -286,13 +305,23 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         frames = int(self.frames.min())
         replay_file = self.run_dir / "checkpoints" / f"frames_{frames:09d}.replay.npz"
-        if replay_file.is_file():
-            self.replay.load_state_dict(checkpoint.load_arrays(replay_file))
+        if replay_file.is_file() and self._load_replay(replay_file):
             self.learning_starts = state["learning_starts"]
         else:  # refill before learning again, rather than overfit a near-empty buffer
             self.learning_starts = frames + self.cfg.learning_starts
         self.tracker.truncate_after(frames)
         conflict.truncate_csv(self.run_dir / "conflict.csv", frames)
+
+    def _load_replay(self, path: Path) -> bool:
+        """Load a saved replay; False (with a warning) if its layout differs, e.g. another backend's lanes."""
+        arrays = checkpoint.load_arrays(path)
+        layout = {k: v.shape for k, v in self.replay.state_dict().items()}
+        if {k: v.shape for k, v in arrays.items()} != layout:
+            tqdm.write(f"mtdqn: warning: {path.name} has another replay layout (lanes per game): "
+                       "refilling the replay instead", file=sys.stderr)
+            return False
+        self.replay.load_state_dict(arrays)
+        return True
 
     def save(self) -> Path:
         frames = int(self.frames.min())

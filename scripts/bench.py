@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 from agents.benchmark import BenchOptions
 from scripts.cli import UsageError, parse_options
@@ -18,6 +19,8 @@ from scripts.cli import UsageError, parse_options
 class BenchArgs(BenchOptions):
     out: str | None = None
     """JSON file to write (default: runs/bench/<date>-quick.json or -full.json)."""
+    backend: Literal["local", "ray"] = "local"
+    """local: everything above; ray: acting throughput of the local loop next to 1 and 2 Ray actors."""
 
 
 def _f(x: float, digits: int = 0) -> str:
@@ -123,9 +126,20 @@ def main(argv: list[str]) -> None:
     args = parse_options(BenchArgs, argv, "mtdqn bench",
                          "Measure acting, training and scaling throughput and replay memory against their references.")
     validate(args)
-    from agents import benchmark
+    if args.backend == "ray":
+        from agents.config import ConfigError, check_ray
 
-    out = Path(args.out or f"runs/bench/{time.strftime('%Y%m%d-%H%M%S')}-{'quick' if args.quick else 'full'}.json")
+        try:
+            check_ray(None)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        from agents import ray_bench as benchmark
+    else:
+        from agents import benchmark
+    table = benchmark.markdown_table if args.backend == "ray" else markdown_table
+
+    out = Path(args.out or f"runs/bench/{time.strftime('%Y%m%d-%H%M%S')}-{'quick' if args.quick else 'full'}"
+                    f"{'-ray' if args.backend == 'ray' else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the measurements
     opts = BenchOptions(**{f.name: getattr(args, f.name) for f in fields(BenchOptions)})
     started = time.perf_counter()
@@ -135,5 +149,5 @@ def main(argv: list[str]) -> None:
 
     result = benchmark.run(opts, progress=progress)
     out.write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
-    print(markdown_table(result))
+    print(table(result))
     print(f"wrote {out}", file=sys.stderr)

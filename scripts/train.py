@@ -19,7 +19,10 @@ from agents.config import ConfigError, TrainConfig, from_yaml, validate
 from envs import resolve_games
 from scripts.cli import UsageError, parse_options
 
-RESUME_FLAGS = {"--resume", "--frames-per-game"}  # a resumed run keeps its config; the budget may grow
+# where a run executes, not what it learns: a resume may change them (a checkpoint fits either backend)
+BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_period", "chunk_steps")
+# a resumed run keeps its config; the budget may grow
+RESUME_FLAGS = {"--resume", "--frames-per-game", *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
 
 
 @dataclass
@@ -49,7 +52,7 @@ def parse(argv: list[str]) -> TrainArgs:
         extra = sorted(_flags(argv) - RESUME_FLAGS)
         if extra:
             raise UsageError(f"--resume continues with the run's saved config; drop {', '.join(extra)} "
-                             "(only --frames-per-game may change)")
+                             "(only --frames-per-game and the backend options may change)")
     try:
         validate(args)
     except ConfigError as e:
@@ -57,7 +60,7 @@ def parse(argv: list[str]) -> TrainArgs:
     return args
 
 
-def saved_config(run_dir: Path, frames_per_game: int | None) -> TrainConfig:
+def saved_config(run_dir: Path, changes: dict) -> TrainConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise UsageError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
@@ -65,8 +68,8 @@ def saved_config(run_dir: Path, frames_per_game: int | None) -> TrainConfig:
         cfg = TrainConfig(**{**yaml.safe_load(path.read_text()), "out": str(run_dir)})
     except (TypeError, yaml.YAMLError) as e:
         raise UsageError(f"{path} is not a config this mtdqn can read: {str(e).splitlines()[0]}") from None
-    if frames_per_game is not None:
-        cfg.frames_per_game = frames_per_game
+    for name, value in changes.items():
+        setattr(cfg, name, value)
     return validate(cfg)
 
 
@@ -74,7 +77,9 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     if args.resume:
         run_dir = Path(args.resume)
-        cfg = saved_config(run_dir, args.frames_per_game if "--frames-per-game" in _flags(argv) else None)
+        given = _flags(argv)
+        cfg = saved_config(run_dir, {name: getattr(args, name) for name in ("frames_per_game", *BACKEND_OPTIONS)
+                                     if f"--{name.replace('_', '-')}" in given})
         path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
         done = min(state["frames"]) if state else 0
         # a run killed during its final evaluation falls through: run() then only evaluates
@@ -92,22 +97,32 @@ def main(argv: list[str]) -> None:
             raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
                              f"continue it with --resume {run_dir}, or replace it with --force")
         cfg, state = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()}), None
-        if args.force:  # the old run's results must not mix with the new one's
-            for old in ("checkpoints", "evals"):
-                shutil.rmtree(run_dir / old, ignore_errors=True)
+    from agents.runner import Trainer, TrainingStopped
+
+    trainer_class = Trainer
+    if cfg.backend == "ray":  # join or start Ray now: an unreachable cluster fails before the folder exists
+        from agents.distributed import RayTrainer as trainer_class
+        from agents.distributed import connect
+
+        try:
+            connect(cfg.ray_address, cfg.num_actors)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+    if args.force:  # the old run's results must not mix with the new one's
+        for old in ("checkpoints", "evals"):
+            shutil.rmtree(run_dir / old, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
         f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
 
-    from agents.runner import Trainer, TrainingStopped
     from agents.tracking import Tracker
 
     tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
                             entity=cfg.wandb_entity, group=cfg.wandb_group,
                             run_id=state.get("wandb_run_id") if state else None)
     try:
-        result = Trainer(cfg, run_dir, tracker, state).run()
+        result = trainer_class(cfg, run_dir, tracker, state).run()
     except TrainingStopped as e:
         print(f"mtdqn: error: {e}", file=sys.stderr)
         sys.exit(3)

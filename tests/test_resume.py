@@ -125,7 +125,7 @@ def test_resume_refuses_other_flags(finished_run, tmp_path):
     proc = start("--resume", finished_run, "--batch-size", "64", cwd=tmp_path)
     _, err = proc.communicate()
     assert proc.returncode == 2 and err.strip().splitlines() == [
-        "mtdqn: error: --resume continues with the run's saved config; drop --batch-size (only --frames-per-game may change)"]
+        "mtdqn: error: --resume continues with the run's saved config; drop --batch-size (only --frames-per-game and the backend options may change)"]
 
 
 def test_sigint_checkpoints_and_exits_0_with_how_to_resume(tmp_path):
