@@ -8,7 +8,7 @@ import torch
 
 from agents.learner import DQNLearner
 from agents.network import MultiHeadQNetwork
-from agents.replay import Batch, GameReplay, TaskBalancedReplay
+from agents.replay import Batch, TaskBalancedReplay
 
 
 PRECISIONS = ["fp32", "bf16"]
