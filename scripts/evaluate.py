@@ -49,9 +49,12 @@ def load_network(state: dict, path: str, device) -> MultiHeadQNetwork:
     try:
         spec = state.get("network") or {"action_counts": state["action_counts"],
                                          "dueling": bool(state["config"]["dueling"])}
+        if list(spec["action_counts"]) != list(state["action_counts"]):
+            raise ValueError(f"network heads {spec['action_counts']} differ from the games' actions "
+                             f"{state['action_counts']}")
         network = MultiHeadQNetwork(**spec)
         network.load_state_dict(state["learner"]["online"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise checkpoint.CheckpointError(
             f"checkpoint {path!r} does not fit this mtdqn's network ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
         ) from None

@@ -160,6 +160,9 @@ def test_a_checkpoint_of_another_architecture_is_refused(run, tmp_path):
 
     state = checkpoint.load(sorted((run / "checkpoints").glob("*.pt"))[-1])
     state["action_counts"] = [7, 3]  # heads of other sizes than the saved weights
+    checkpoint.save(state, tmp_path / "inconsistent.pt")  # the network spec still says [6, 9]
+    one_line_error(mtdqn("evaluate", tmp_path / "inconsistent.pt", cwd=tmp_path, check=False), "does not fit")
+    state["network"]["action_counts"] = [7, 3]
     checkpoint.save(state, tmp_path / "other.pt")
     one_line_error(mtdqn("evaluate", tmp_path / "other.pt", cwd=tmp_path, check=False), "does not fit")
     torch.save({"format": "mtdqn-checkpoint", "version": 99}, tmp_path / "future.pt")
