@@ -112,7 +112,7 @@ def train_and_evaluate(args: BaselineArgs, run_dir: Path) -> dict:
     from agents.evaluation import run_episodes, summarize, write_report
     from agents.runner import auto_env_threads, library_versions
     from agents.tracking import Tracker
-    from envs import FRAMESKIP, make_env
+    from envs import FRAMESKIP, num_actions
     from envs.sb3 import make_sb3_env
 
     torch.set_num_threads(args.threads)
@@ -151,7 +151,7 @@ def train_and_evaluate(args: BaselineArgs, run_dir: Path) -> dict:
     env.close()
     model.save(run_dir / "sb3_model.zip")
     network = baseline.to_network(model)
-    action_counts = [int(make_env(args.game, 1, protocol).single_action_space.n)]
+    action_counts = [num_actions(args.game, protocol)]
     state = {"config": {"algorithm": "sb3-dqn", "settings": settings.to_dict(), "dueling": False},
              "games": [args.game], "action_counts": action_counts, "network": network.spec(),
              "protocol": protocol.to_dict(), "learner": {"online": network.state_dict()},
