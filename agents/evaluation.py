@@ -159,3 +159,44 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     paths["md"].write_text(markdown_table(report))
     plot_hns(report, paths["png"])
     return paths
+
+
+def learning_curves(run_dir: Path, up_to: int) -> dict[str, list[tuple[int, float]]]:
+    """Per-game (frames per game, HNS) from a run's periodic evaluations up to `up_to` frames, oldest
+    first; "iqm" holds the aggregate. Evaluations past `up_to` belong to a run killed before its
+    next checkpoint and are left out."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted((run_dir / "evals").glob("frames_*/eval.json")):
+        frames = path.parent.name[len("frames_"):]
+        if not frames.isdigit() or int(frames) > up_to:
+            continue
+        report = json.loads(path.read_text())
+        for r in report["games"]:
+            if "hns" in r:
+                curves.setdefault(r["game"], []).append((int(frames), r["hns"]))
+        if "iqm" in report["aggregate"]:
+            curves.setdefault("iqm", []).append((int(frames), report["aggregate"]["iqm"]["value"]))
+    return curves
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """HNS against frames per game, a line per game and the IQM dashed, so stalled games stand out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for game, points in curves.items():
+        x, y = zip(*points)
+        style = {"color": "black", "linestyle": "--", "linewidth": 2} if game == "iqm" else {}
+        ax.plot(x, y, marker="o", markersize=3, label="IQM" if game == "iqm" else game, **style)
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("frames per game")
+    ax.set_ylabel("human-normalized score")
+    ax.set_title("evaluation HNS during training")
+    ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from agents import checkpoint, conflict
 from agents.actor import Actor, ActorStep, linear_epsilon
 from agents.config import TrainConfig, task_weights
-from agents.evaluation import record_video, run_episodes, summarize, write_report
+from agents.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
+                               write_report)
 from agents.grouping import parse_groups
 from agents.learner import DQNLearner, NonFiniteError
 from agents.network import MultiHeadQNetwork
@@ -273,6 +274,8 @@ class Trainer:
                            source=f"{self.run_dir} at {frames_per_game} frames per game")
         out = self.run_dir / "evals" / f"frames_{frames_per_game:09d}"
         paths = write_report(report, out)
+        paths["curves"] = plot_learning_curves(learning_curves(self.run_dir, frames_per_game),
+                                               self.run_dir / "learning_curves.png")
         videos = {g: out / "videos" / f"{g}.mp4" for g in self.games} if cfg.video else {}
         for gid, (game, path) in enumerate(videos.items()):
             record_video(self.learner.online, game, gid, self.protocol, cfg.eval_epsilon, cfg.seed, path, cfg.device)

@@ -130,6 +130,8 @@ class Tracker:
             table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in report["games"]])
             media = {"eval/table": table, "eval/hns_chart": wandb.Image(str(paths["png"])),
                      "frames_per_game": int(frames_per_game)}
+            if "curves" in paths:
+                media["eval/learning_curves"] = wandb.Image(str(paths["curves"]))
             for game, path in (videos or {}).items():
                 media[f"eval/{game}/video"] = wandb.Video(str(path), format="mp4")
             self.wandb.log(media)

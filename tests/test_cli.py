@@ -48,6 +48,7 @@ def test_run_folder_holds_config_command_checkpoints_and_metrics(run):
     assert {"eval/hns_iqm", "eval/hns_median", "eval/hns_mean", "perf/frames_per_second"} <= keys
     frames = [r["frames_per_game"] for r in rows]
     assert frames == sorted(frames) and frames[-1] >= 6000
+    assert (run / "learning_curves.png").stat().st_size > 5000  # HNS against frames, redrawn at each evaluation
     evals = sorted((run / "evals").iterdir())
     assert len(evals) == 2 and all((e / "eval.json").is_file() and (e / "hns.png").is_file() for e in evals)
     assert all((e / "videos" / f"{g}.mp4").stat().st_size > 1000 for e in evals for g in ("pong", "ms_pacman"))
@@ -61,6 +62,7 @@ def test_offline_wandb_run_holds_the_per_game_metrics(run):
         assert {f"train/{game}/episodic_return", f"train/{game}/td_loss", f"eval/{game}/hns"} <= keys
     assert {"eval/hns_iqm", "eval/hns_median", "eval/hns_mean", "perf/frames_per_second"} <= keys
     assert any(k.startswith("eval/table") for k in keys) and any(k.startswith("eval/hns_chart") for k in keys)
+    assert any(k.startswith("eval/learning_curves") for k in keys)
     assert any(k.startswith("eval/pong/video") for k in keys) and any(k.startswith("eval/ms_pacman/video") for k in keys)
     iqm = [h["eval/hns_iqm"] for h in history if "eval/hns_iqm" in h]
     local = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

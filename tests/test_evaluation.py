@@ -53,3 +53,26 @@ def test_colour_env_replays_the_same_emulation_as_the_grayscale_one():
         assert g[4]["lives"] == c[4]["lives"] and g[4]["frame_number"] == c[4]["frame_number"]
         total += float(g[1][0])
     assert total > 0  # rewards happened, so the comparison above meant something
+
+
+def test_learning_curves_follow_the_periodic_evaluations(tmp_path):
+    from agents.evaluation import learning_curves, plot_learning_curves
+    from envs import reference_scores
+
+    def at_hns(game, value):
+        random, human = reference_scores()[game]
+        return np.array([random + value * (human - random)] * 2)
+
+    for frames, (pong, breakout) in ((100_000, (0.1, 0.3)), (200_000, (0.2, 0.1)), (300_000, (0.9, 0.9))):
+        report = summarize({"pong": at_hns("pong", pong), "breakout": at_hns("breakout", breakout)},
+                           protocol=PROTOCOLS["machado"], epsilon=0.001)
+        write_report(report, tmp_path / "evals" / f"frames_{frames:09d}")
+    write_report(report, tmp_path / "evals" / "frames_000300000-evaluate")  # `mtdqn evaluate`'s: not a point
+    curves = learning_curves(tmp_path, up_to=200_000)  # 300,000: after the checkpoint a run resumed from
+    assert list(curves) == ["pong", "breakout", "iqm"]
+    assert [f for f, _ in curves["pong"]] == [100_000, 200_000]
+    assert [h for _, h in curves["pong"]] == pytest.approx([0.1, 0.2])
+    assert [h for _, h in curves["breakout"]] == pytest.approx([0.3, 0.1])
+    assert [h for _, h in curves["iqm"]] == pytest.approx([0.2, 0.15])  # IQM of 2 games: their mean
+    path = plot_learning_curves(curves, tmp_path / "learning_curves.png")
+    assert path.stat().st_size > 5000
