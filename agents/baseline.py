@@ -7,7 +7,7 @@ is Nature-DQN, the architecture of our one-game network, so its weights are copi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -21,17 +21,27 @@ class BaselineSettings:
     """SB3 DQN at Nature-DQN settings (Mnih et al. 2015 as SB3 users run it); counts in agent steps."""
 
     buffer_size: int = 100_000
+    """SB3 replay size, transitions."""
     learning_starts: int = 5_000
+    """Agent steps before learning starts."""
     target_update_interval: int = 1_000
+    """Agent steps between target-network syncs."""
     batch_size: int = 32
+    """Transitions per update."""
     train_frequency: int = 4
+    """Agent steps per gradient update."""
     learning_rate: float = 1e-4
+    """Adam learning rate."""
     gamma: float = 0.99
+    """Discount factor."""
     exploration_fraction: float = 0.1
+    """Fraction of training over which epsilon decays from 1 to --exploration-final-eps."""
     exploration_final_eps: float = 0.01
+    """Final exploration rate."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings alone (also when called on a subclass carrying more options)."""
+        return {f.name: getattr(self, f.name) for f in fields(BaselineSettings)}
 
 
 def sb3_dqn(env, settings: BaselineSettings, seed: int, device: str = "cpu"):

@@ -17,13 +17,14 @@ import torch
 import yaml
 
 from agents import checkpoint
+from agents.baseline import BaselineSettings
 from agents.config import ConfigError, check_device
 from envs import PROTOCOLS, check_game
 from scripts.cli import UsageError, parse_options
 
 
-@dataclass
-class BaselineArgs:
+@dataclass(kw_only=True)
+class BaselineArgs(BaselineSettings):
     game: str
     """One game id, e.g. pong."""
     frames_per_game: int = 400_000
@@ -36,22 +37,6 @@ class BaselineArgs:
     """Episode cap in emulator frames."""
     envs: int = 4
     """Parallel emulators (SB3's n_envs); updates stay at one per --train-frequency agent steps."""
-    buffer_size: int = 100_000
-    """SB3 replay size, transitions."""
-    learning_starts: int = 5_000
-    """Agent steps before learning starts."""
-    target_update_interval: int = 1_000
-    """Agent steps between target-network syncs."""
-    batch_size: int = 32
-    """Transitions per update."""
-    train_frequency: int = 4
-    """Agent steps per gradient update."""
-    learning_rate: float = 1e-4
-    """Adam learning rate."""
-    exploration_fraction: float = 0.1
-    """Fraction of training over which epsilon decays from 1 to --exploration-final-eps."""
-    exploration_final_eps: float = 0.01
-    """Final exploration rate."""
     eval_episodes: int = 10
     """Episodes of the final evaluation (our evaluation code)."""
     eval_epsilon: float = 0.001
@@ -78,7 +63,7 @@ def main(argv: list[str]) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.learning_starts < 0:
         raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
-    for name in ("exploration_fraction", "exploration_final_eps", "eval_epsilon"):
+    for name in ("gamma", "exploration_fraction", "exploration_final_eps", "eval_epsilon"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if not args.learning_rate > 0:
@@ -117,11 +102,7 @@ def train_and_evaluate(args: BaselineArgs, run_dir: Path) -> dict:
 
     torch.set_num_threads(args.threads)
     protocol = replace(PROTOCOLS[args.protocol], max_frames_per_episode=args.max_episode_frames)
-    settings = baseline.BaselineSettings(
-        buffer_size=args.buffer_size, learning_starts=args.learning_starts,
-        target_update_interval=args.target_update_interval, batch_size=args.batch_size,
-        train_frequency=args.train_frequency, learning_rate=args.learning_rate,
-        exploration_fraction=args.exploration_fraction, exploration_final_eps=args.exploration_final_eps)
+    settings = baseline.BaselineSettings(**args.to_dict())
     env = make_sb3_env(args.game, args.envs, protocol, num_threads=auto_env_threads(1, args.envs), seed=args.seed)
     model = baseline.sb3_dqn(env, settings, args.seed, args.device)
     tracker = Tracker(run_dir)
