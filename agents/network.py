@@ -78,6 +78,9 @@ class MultiHeadQNetwork(nn.Module):
         self.register_buffer("columns", torch.where(valid, offsets[:, None] + cols[None, :], 0), persistent=False)
         self.register_buffer("valid", valid, persistent=False)
         self.register_buffer("torso_index", torch.tensor(self.torso_of), persistent=False)
+        # the game of each output column of `heads` (PopArt rescales columns per game)
+        self.register_buffer("column_game", torch.repeat_interleave(torch.arange(len(self.action_counts)),
+                                                                    torch.tensor(self.action_counts)), persistent=False)
         if popart:
             self.register_buffer("popart_mu", torch.zeros(self.num_games))
             self.register_buffer("popart_sigma", torch.ones(self.num_games))
@@ -136,8 +139,7 @@ class MultiHeadQNetwork(nn.Module):
         """
         scale = self.popart_sigma / new_sigma
         shift = (self.popart_mu - new_mu) / new_sigma
-        per_column = torch.repeat_interleave(torch.arange(self.num_games, device=scale.device),
-                                             torch.tensor(self.action_counts, device=scale.device))
+        per_column = self.column_game
         self.heads.weight.mul_(scale[per_column, None])
         self.heads.bias.mul_(scale[per_column])
         if self.dueling:
