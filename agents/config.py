@@ -7,6 +7,7 @@ literature; learner periods count gradient updates.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Literal
 
 
@@ -57,6 +58,13 @@ class TrainConfig:
     """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
     dueling: bool = False
     """Dueling heads: per-game value and advantage streams."""
+    random_shift: int = 0
+    """Image augmentation (DrQ, Kostrikov et al. 2021): each sampled frame stack, and independently
+    its n-step successor, is padded by this many pixels (edges repeated) and cropped back to 84x84
+    at a random offset. 4 is DrQ's value; 0 turns it off."""
+    reset_interval: int = 0
+    """Gradient updates between resets of the Q-heads (and value streams) to fresh weights with fresh
+    Adam moments, keeping the torso (SR-SPR, Nikishin et al. 2022); 0: never."""
     sharing: Literal["shared", "separate", "grouped", "soft"] = "shared"
     """How games share the torso. shared: one torso, a head per game; separate: a whole network per
     game (the no-transfer baseline, same frames per game); grouped: one torso per group of --groups;
@@ -118,8 +126,11 @@ class TrainConfig:
     """W&B entity (user or team)."""
     wandb_group: str | None = None
     """W&B group, e.g. to gather seeds of one experiment."""
+    preset: str | None = None
+    """Named configuration shipped with mtdqn (agents/presets/NAME.yaml), e.g. data-efficient;
+    --config and flags override it option by option."""
     config: str | None = None
-    """YAML file of options; flags on the command line override it."""
+    """YAML file of options; flags on the command line override it (and it overrides --preset)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Network forward passes (acting and learning) in fp32, or in bfloat16 autocast with weights,
     optimizer, targets and loss in fp32. bf16 is much faster where the hardware has it (CPUs with
@@ -153,7 +164,7 @@ _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads"
              "train_frequency", "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size",
              "num_actors", "weight_publish_period", "chunk_steps")
 _NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints",
-                 "conflict_interval", "soft_coupling")
+                 "conflict_interval", "soft_coupling", "random_shift", "reset_interval")
 _UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon", "popart_beta")
 
 
@@ -258,11 +269,24 @@ def check_precision(precision: str, device: str) -> None:
                           "has none: use --precision fp32")
 
 
+PRESETS = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_options(name: str) -> dict:
+    """The options of a shipped preset, checked like any config file."""
+    if name not in presets():
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(presets())}")
+    return from_yaml(str(PRESETS / f"{name}.yaml"))
+
+
 def from_yaml(path: str) -> dict:
     """Options from a YAML mapping, with typos and wrong types refused before anything runs."""
     import difflib
     import typing
-    from pathlib import Path
 
     import yaml
 
@@ -280,7 +304,7 @@ def from_yaml(path: str) -> dict:
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in names or name == "config":
+        if name not in names or name in ("config", "preset"):
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"unknown option {key!r} in {path}{hint}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.augment import random_shift
 from agents.balance import BALANCES, pcgrad, popart_statistics
 from agents.network import MultiHeadQNetwork
 from agents.replay import Batch
@@ -48,7 +49,8 @@ class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
-                 soft_coupling: float = 0.0, device: str | torch.device = "cpu", precision: Precision = "fp32"):
+                 soft_coupling: float = 0.0, random_shift: int = 0, reset_interval: int = 0,
+                 device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
         if (balance == "popart") != network.popart:
@@ -69,6 +71,8 @@ class DQNLearner:
         self.popart_beta = popart_beta
         self.popart_nu = torch.ones(network.num_games, device=self.device)  # second moment; mu lives in the network
         self.soft_coupling = soft_coupling
+        self.random_shift = random_shift
+        self.reset_interval = reset_interval
         self._shared = {id(p) for p in self.online.shared_parameters()}
         self.updates = 0
 
@@ -87,7 +91,7 @@ class DQNLearner:
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
         with torch.no_grad(), autocast(self.device, self.precision):
-            next_obs = next_obs.float() / 255.0  # once, for both networks
+            next_obs = random_shift(next_obs, self.random_shift).float() / 255.0  # once, for both networks
             next_action = self.online(next_obs, game).argmax(1, keepdim=True)
             next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1).float()
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
@@ -117,6 +121,7 @@ class DQNLearner:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns per-game mean TD loss [G] (nan where absent) and mean Q."""
         obs, action, rewards, terminated, steps, next_obs, game = self._tensors(batch)
+        obs = random_shift(obs, self.random_shift)
         target = self.td_targets(rewards, terminated, steps, next_obs, game)
         undo = self._popart_step(target, game) if self.online.popart else None
         per_game, count, q = self.per_game_losses(obs, action, target, game)
@@ -146,11 +151,25 @@ class DQNLearner:
         self.updates += 1
         if self.updates % self.target_update_period == 0:
             self.target.load_state_dict(self.online.state_dict())
+        if self.reset_interval and self.updates % self.reset_interval == 0:
+            self.reset_heads()
         per_game = per_game.detach().masked_fill(~present, float("nan"))
         metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(), "grad_norm": grad_norm.detach()}
         if penalty is not None:
             metrics["soft_penalty"] = penalty.detach()
         return metrics
+
+    def reset_heads(self) -> None:
+        """Fresh weights and Adam moments for the online Q-heads (and value streams); the torso and the
+        target network are kept, so targets stay those of the learned values until the next sync."""
+        layers = [self.online.heads] + ([self.online.values] if self.online.dueling else [])
+        with torch.no_grad():
+            for layer in layers:
+                fresh = torch.nn.Linear(layer.in_features, layer.out_features).to(self.device)
+                layer.weight.copy_(fresh.weight)
+                layer.bias.copy_(fresh.bias)
+                for p in (layer.weight, layer.bias):
+                    self.optimizer.state.pop(p, None)
 
     def _pcgrad_backward(self, per_game: torch.Tensor, present: torch.Tensor) -> None:
         """Set .grad: PCGrad's combination on the shared torso, the mean of per-game gradients elsewhere."""

@@ -62,7 +62,8 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
         reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
         task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
-        soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, device=cfg.device,
+        soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, random_shift=cfg.random_shift,
+        reset_interval=cfg.reset_interval, device=cfg.device,
         precision=cfg.precision)
 
 

@@ -1,4 +1,4 @@
-"""`mtdqn train`: options from flags (over an optional YAML file) -> run folder -> Trainer.run().
+"""`mtdqn train`: options from flags (over an optional YAML file and preset) -> run folder -> Trainer.run().
 
 `--resume RUN` continues a run from its newest intact checkpoint with its saved config.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from agents import checkpoint
-from agents.config import ConfigError, TrainConfig, from_yaml, validate
+from agents.config import ConfigError, TrainConfig, from_yaml, preset_options, validate
 from envs import resolve_games
 from scripts.cli import UsageError, parse_options
 
@@ -41,9 +41,12 @@ def _flags(argv: list[str]) -> set[str]:
 def parse(argv: list[str]) -> TrainArgs:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
+    pre.add_argument("--preset")
     known, _ = pre.parse_known_args(argv)
-    try:
-        base = TrainArgs(**from_yaml(known.config)) if known.config else TrainArgs()
+    try:  # defaults < preset < config file < flags
+        options = preset_options(known.preset) if known.preset else {}
+        options |= from_yaml(known.config) if known.config else {}
+        base = TrainArgs(**options)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     args = parse_options(TrainArgs, argv, "mtdqn train", "Train one multi-head DQN across a suite of Atari games.",
