@@ -87,17 +87,19 @@ def test_target_network_syncs_every_period():
 ACTION_COUNTS, BEST = [4, 6, 9], [1, 4, 7]
 
 
-# (precision, balance, reward scale per task): PopArt learns from raw rewards of very different
-# scales and still gets every task's values right in its own units
-SETTINGS = {"fp32": ("fp32", "equal", (1, 1, 1)), "bf16": ("bf16", "equal", (1, 1, 1)),
-            "pcgrad": ("fp32", "pcgrad", (1, 1, 1)), "popart": ("fp32", "popart", (1, 30, 300))}
+# (precision, balance, reward scale per task, data-efficient ingredients): PopArt learns from raw
+# rewards of very different scales and still gets every task's values right in its own units;
+# "drq" learns through random shifts of every sampled stack, with dueling heads
+SETTINGS = {"fp32": ("fp32", "equal", (1, 1, 1), {}), "bf16": ("bf16", "equal", (1, 1, 1), {}),
+            "pcgrad": ("fp32", "pcgrad", (1, 1, 1), {}), "popart": ("fp32", "popart", (1, 30, 300), {}),
+            "drq": ("fp32", "equal", (1, 1, 1), {"random_shift": 4, "dueling": True})}
 
 
 @functools.cache
 def learned_q(setting: str) -> torch.Tensor:
     """Three one-step tasks with different action sets, each rewarding a different action: Q [3 tasks, 9]
     after 400 updates. Same seeds for every setting, so all see the same data and batches."""
-    precision, balance, scales = SETTINGS[setting]
+    precision, balance, scales, extra = SETTINGS[setting]
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     replay = TaskBalancedReplay(3, capacity_per_game=4000, lanes=1, n_step=3, seed=0)
@@ -111,9 +113,9 @@ def learned_q(setting: str) -> torch.Tensor:
             replay.add(g, pattern, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
                        np.array([False]))
     popart = balance == "popart"
-    learner = DQNLearner(MultiHeadQNetwork(ACTION_COUNTS, popart=popart), learning_rate=5e-4,
-                         target_update_period=100, precision=precision, balance=balance, reward_clip=not popart,
-                         popart_beta=0.01)
+    learner = DQNLearner(MultiHeadQNetwork(ACTION_COUNTS, popart=popart, dueling=extra.get("dueling", False)),
+                         learning_rate=5e-4, target_update_period=100, precision=precision, balance=balance,
+                         reward_clip=not popart, popart_beta=0.01, random_shift=extra.get("random_shift", 0))
     ready = replay.ready_games(1)
     for _ in range(400):
         learner.update(replay.sample(48, ready))

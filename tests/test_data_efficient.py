@@ -1,0 +1,131 @@
+"""Data-efficient ingredients: DrQ random shift by hand, Q-head resets, the shipped preset and its precedence."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from agents.augment import random_shift, shift
+from agents.config import TrainConfig, preset_options, presets
+from agents.learner import DQNLearner
+from agents.network import MultiHeadQNetwork
+from agents.replay import Batch
+from scripts.train import parse
+from test_cli import mtdqn, one_line_error
+
+
+def test_shift_by_hand_repeats_the_edges():
+    img = torch.arange(9, dtype=torch.uint8).view(1, 1, 3, 3)  # [[0,1,2],[3,4,5],[6,7,8]]
+    stack = torch.cat([img, img + 10], dim=1)  # two channels
+    frames = torch.cat([stack, stack + 100])  # two stacks
+    out = shift(frames, 1, torch.tensor([0, 2]), torch.tensor([1, 0]))
+    # stack 0 moved down one row (row 0 repeated); stack 1 moved up one row and right one column
+    assert out[0, 0].tolist() == [[0, 1, 2], [0, 1, 2], [3, 4, 5]]
+    assert out[1, 0].tolist() == [[103, 103, 104], [106, 106, 107], [106, 106, 107]]
+    assert torch.equal(out[:, 1] - out[:, 0], torch.full((2, 3, 3), 10, dtype=torch.uint8))  # channels move together
+    assert out.dtype == torch.uint8
+    assert torch.equal(shift(frames, 1, torch.tensor([1, 1]), torch.tensor([1, 1])), frames)
+
+
+def test_random_shift_draws_every_offset_independently_per_stack():
+    frames = torch.zeros(2000, 1, 9, 9, dtype=torch.uint8)
+    frames[:, 0, 4, 4] = 255  # one bright pixel: where it lands gives the offset
+    out = random_shift(frames, 2, torch.Generator().manual_seed(0))
+    where = out[:, 0].flatten(1).argmax(1)
+    rows, cols = (where // 9 - 4).numpy(), (where % 9 - 4).numpy()
+    assert set(rows) == set(cols) == {-2, -1, 0, 1, 2}
+    counts = np.bincount((rows + 2) * 5 + cols + 2, minlength=25)
+    assert counts.min() > 40 and counts.max() < 120  # uniform over 25 offsets: 80 each
+    assert torch.equal(random_shift(frames, 0), frames)
+
+
+def test_the_learner_shifts_states_and_successors_independently(monkeypatch):
+    """With random_shift on, the online net sees shifted obs; the n-step successors are shifted by other offsets."""
+    seen = []
+    monkeypatch.setattr("agents.learner.random_shift", lambda x, pad: seen.append((pad, x.clone())) or x.flip(-1))
+    net = MultiHeadQNetwork([3])
+    learner = DQNLearner(net, random_shift=4)
+    obs = np.random.default_rng(0).integers(0, 255, (4, 4, 84, 84), dtype=np.uint8)
+    learner.update(Batch(obs=obs, action=np.zeros(4, np.int64), rewards=np.zeros((4, 1), np.float32),
+                         terminated=np.zeros(4, bool), steps=np.ones(4, np.int64), next_obs=obs[::-1].copy(),
+                         game=np.zeros(4, np.int64)))
+    assert [pad for pad, _ in seen] == [4, 4]
+    assert torch.equal(seen[0][1], torch.from_numpy(obs)) and torch.equal(seen[1][1], torch.from_numpy(obs[::-1].copy()))
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_head_reset_renews_heads_and_their_adam_moments_only(dueling):
+    torch.manual_seed(0)
+    learner = DQNLearner(MultiHeadQNetwork([3, 2], dueling=dueling), reset_interval=3, learning_rate=1e-3)
+    rng = np.random.default_rng(0)
+
+    def update():
+        obs = rng.integers(0, 255, (8, 4, 84, 84), dtype=np.uint8)
+        learner.update(Batch(obs=obs, action=rng.integers(0, 2, 8), rewards=rng.random((8, 1), dtype=np.float32),
+                             terminated=np.zeros(8, bool), steps=np.ones(8, np.int64), next_obs=obs,
+                             game=np.array([0, 1] * 4)))
+
+    update(), update()
+    net, opt = learner.online, learner.optimizer
+    heads = [net.heads] + ([net.values] if dueling else [])
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    target = {name: p.clone() for name, p in learner.target.state_dict().items()}
+    update()  # update 3: step, then reset
+    assert learner.updates == 3
+    for layer in heads:
+        for p in (layer.weight, layer.bias):
+            assert p not in opt.state  # fresh moments: Adam starts this layer over
+    head_params = {id(p) for layer in heads for p in layer.parameters()}
+    for name, p in net.named_parameters():
+        changed = not torch.equal(p, before[name])
+        assert changed  # heads renewed; torso took its Adam step
+        if id(p) in head_params:  # fresh init: default nn.Linear bound 1/sqrt(512)
+            assert p.abs().max().item() <= 512 ** -0.5
+    for name, t in learner.target.state_dict().items():
+        assert torch.equal(t, target[name])  # the target keeps the learned values until its next sync
+    torso_moments = [opt.state[p]["exp_avg"] for p in net.torsos.parameters()]
+    assert all(m.abs().sum() > 0 for m in torso_moments)
+    update()  # Adam restarts on the heads without complaint
+    assert all(p in opt.state for layer in heads for p in layer.parameters())
+
+
+def test_the_shipped_preset_is_valid_and_sets_the_100k_regime():
+    assert "data-efficient" in presets()
+    options = preset_options("data-efficient")
+    assert options["frames_per_game"] == 400_000  # 100k agent steps per game
+    assert options["random_shift"] == 4 and options["dueling"] is True and options["n_step"] == 10
+    TrainConfig(**options)  # every key is an option of the right type (from_yaml checked them)
+
+
+def test_precedence_defaults_preset_config_flags(tmp_path):
+    args = parse(["--preset", "data-efficient", "--suite", "pong"])
+    assert (args.preset, args.n_step, args.random_shift, args.frames_per_game) == ("data-efficient", 10, 4, 400_000)
+    assert args.gamma == TrainConfig.gamma == 0.99 and args.conflict_interval == TrainConfig.conflict_interval
+    (tmp_path / "c.yaml").write_text("n_step: 5\nbatch_size: 64\n")
+    args = parse(["--preset", "data-efficient", "--config", str(tmp_path / "c.yaml"), "--batch-size", "16"])
+    assert (args.n_step, args.batch_size, args.random_shift) == (5, 16, 4)
+
+
+def test_the_run_records_the_preset_and_its_values(tmp_path):
+    mtdqn("train", "--preset", "data-efficient", "--suite", "freeway", "--frames-per-game", "1200",
+          "--learning-starts", "400", "--eval-interval", "0", "--eval-episodes", "1", "--max-episode-frames", "400",
+          "--out", "r", cwd=tmp_path)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["preset"] == "data-efficient" and saved["random_shift"] == 4 and saved["n_step"] == 10
+    assert saved["frames_per_game"] == 1200  # the flag beat the preset
+    assert "--preset data-efficient" in (tmp_path / "r" / "command.txt").read_text()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--preset", "fast"], ["'fast'", "data-efficient"]),
+    (["--random-shift", "-1"], ["--random-shift", "-1"]),
+    (["--reset-interval", "-5"], ["--reset-interval", "-5"]),
+])
+def test_bad_preset_options_are_one_line_exit_2(tmp_path, args, needles):
+    one_line_error(mtdqn("train", *args, "--out", "r", cwd=tmp_path, check=False), *needles)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_cannot_name_a_preset(tmp_path):
+    (tmp_path / "c.yaml").write_text("preset: data-efficient\n")
+    one_line_error(mtdqn("train", "--config", "c.yaml", "--out", "r", cwd=tmp_path, check=False), "'preset'")
