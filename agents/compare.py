@@ -27,11 +27,30 @@ class Evaluated:
     source: str
     frames: dict[str, int]
     hns: dict[str, np.ndarray]  # per-episode HNS per game
+    iqm_curve: list[tuple[int, float]] | None = None  # (frames per game, IQM) of a run folder's periodic evaluations
+
+
+def load_merged(spec: str, label: str | None = None) -> Evaluated:
+    """`load` for one path, or for several joined by '+' (e.g. single-game SB3 runs) taken as one run."""
+    parts = [load(path) for path in spec.split("+")]
+    if len(parts) == 1:
+        return load(spec, label)
+    merged = Evaluated(label or "+".join(p.label for p in parts), " + ".join(p.source for p in parts), {}, {})
+    for part in parts:
+        twice = set(part.hns) & set(merged.hns)
+        if twice:
+            raise CompareError(f"{spec!r} holds game {sorted(twice)[0]!r} twice: join runs of different games")
+        merged.frames |= part.frames
+        merged.hns |= part.hns
+    return merged
 
 
 def load(path: str, label: str | None = None) -> Evaluated:
     """A run folder (its final periodic evaluation, else its newest `mtdqn evaluate`), eval folder or eval.json."""
+    from agents.evaluation import learning_curves
+
     p = Path(path)
+    curve = None
     if p.is_dir() and (p / "eval.json").is_file():
         p = p / "eval.json"
     elif p.is_dir():
@@ -41,6 +60,7 @@ def load(path: str, label: str | None = None) -> Evaluated:
         if not candidates:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
         p = candidates[-1]
+        curve = learning_curves(Path(path), up_to=2**62).get("iqm") if periodic else None
     elif not p.is_file():
         raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
     try:
@@ -58,7 +78,7 @@ def load(path: str, label: str | None = None) -> Evaluated:
             scores[r["game"]] = np.asarray(h)
             frames[r["game"]] = r.get("frames")
     name = label or (p.parent.parent.parent.name if p.parent.parent.name == "evals" else p.parent.name)
-    return Evaluated(name, str(p), frames, scores)
+    return Evaluated(name, str(p), frames, scores, curve)
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -110,8 +130,12 @@ def compare(runs: list[Evaluated]) -> dict:
         n = min(len(x.hns[g]) for x in (ref, r) for g in games)
         stack = [np.stack([x.hns[g][:n] for g in games], axis=1) for x in (r, ref)]
         improvement[r.label] = probability_of_improvement(*stack)
+    target = aggregates[ref.label]["iqm"]["value"]
+    # time to score: the first periodic evaluation at which a run matched the reference's final IQM
+    matched = {r.label: next((f for f, v in r.iqm_curve if v >= target), None) for r in runs[1:] if r.iqm_curve}
     return {"reference": ref.label, "runs": {r.label: r.source for r in runs}, "games": rows,
-            "aggregates": aggregates, "probability_of_improvement": improvement}
+            "aggregates": aggregates, "probability_of_improvement": improvement,
+            "frames_to_reference_iqm": matched}
 
 
 def markdown(result: dict) -> str:
@@ -137,6 +161,12 @@ def markdown(result: dict) -> str:
     for l in others:
         p = result["probability_of_improvement"][l]
         lines.append(f"| {l} | {p['value']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}] |")
+    if result["frames_to_reference_iqm"]:
+        target = result["aggregates"][ref]["iqm"]["value"]
+        lines += ["", f"Time to score: first periodic evaluation with IQM >= {ref}'s final IQM ({target:.3f}):", "",
+                  "| run | frames per game |", "|---|---:|"]
+        for l, frames in result["frames_to_reference_iqm"].items():
+            lines.append(f"| {l} | {'not reached' if frames is None else f'{frames:,}'} |")
     lines += ["", f"Ratio: HNS / {ref}'s HNS (n/a where the reference is at most 0.01). Negative transfer: the 95% "
               f"bootstrap interval of the game's HNS difference to {ref} lies below 0."]
     return "\n".join(lines) + "\n"

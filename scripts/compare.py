@@ -8,14 +8,15 @@ from pathlib import Path
 
 import tyro
 
-from agents.compare import CompareError, compare, load, markdown, write
+from agents.compare import CompareError, compare, load_merged, markdown, write
 from scripts.cli import UsageError, parse_options
 
 
 @dataclass
 class CompareArgs:
     runs: tyro.conf.Positional[list[str]]
-    """Run folders (their final evaluation), evaluation folders or eval.json files; the first is the reference."""
+    """Run folders (their final evaluation), evaluation folders or eval.json files; the first is the reference.
+    Join runs of different games with '+' to compare them as one (e.g. SB3 single-game baselines)."""
     labels: str | None = None
     """Comma-separated names for the runs (default: the run folder names)."""
     out: str = "compare"
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
     try:
-        runs = [load(path, label) for path, label in zip(args.runs, labels)]
+        runs = [load_merged(path, label) for path, label in zip(args.runs, labels)]
         names = [r.label for r in runs]
         if len(set(names)) != len(names):
             raise CompareError(f"two runs are both named {max(names, key=names.count)!r}: name them with --labels")

@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from agents.compare import CompareError, compare, load
+from agents.compare import CompareError, compare, load, load_merged
 from agents.evaluation import summarize, write_report
 from envs import PROTOCOLS, reference_scores
 from test_cli import mtdqn
 
 
-def report(tmp_path, name, scores: dict[str, list[float]]):
-    out = tmp_path / name / "evals" / "frames_000400000"
+def report(tmp_path, name, scores: dict[str, list[float]], frames: int = 400_000):
+    out = tmp_path / name / "evals" / f"frames_{frames:09d}"
     write_report(summarize({g: np.array(s) for g, s in scores.items()}, protocol=PROTOCOLS["machado"], epsilon=0.001,
-                           frames=dict.fromkeys(scores, 400_000)), out)
+                           frames=dict.fromkeys(scores, frames)), out)
     return tmp_path / name
 
 
@@ -86,3 +86,25 @@ def test_compare_logs_table_chart_and_aggregates_to_wandb(tmp_path):
     row = next(h for h in history if "compare/b/probability_of_improvement" in h)
     assert row["compare/b/probability_of_improvement"] == pytest.approx(1.0)
     assert row["compare/a/hns_mean"] == pytest.approx(0.15)
+
+
+def test_single_game_runs_join_and_time_to_score_is_the_first_eval_at_the_reference_iqm(tmp_path):
+    """SB3-style single-game runs joined with '+' form one reference: 4 episodes at HNS 0.2 and 4 at 0.4,
+    IQM 0.3 (the middle four). A multi-task run's periodic IQMs 0.15, 0.325, 0.5 first match it at 200k."""
+    a = report(tmp_path, "sb3-pong", {"pong": at_hns("pong", [0.2] * 4)})
+    b = report(tmp_path, "sb3-breakout", {"breakout": at_hns("breakout", [0.4] * 4)})
+    for frames, (p, q) in zip((100_000, 200_000, 300_000), ((0.1, 0.2), (0.3, 0.35), (0.5, 0.5))):
+        run = report(tmp_path, "mt", {"pong": at_hns("pong", [p] * 4), "breakout": at_hns("breakout", [q] * 4)}, frames)
+    slow = report(tmp_path, "slow", {"pong": at_hns("pong", [0.0] * 4), "breakout": at_hns("breakout", [0.1] * 4)})
+    ref = load_merged(f"{a}+{b}", "sb3")
+    assert ref.label == "sb3" and sorted(ref.hns) == ["breakout", "pong"] and ref.iqm_curve is None
+    result = compare([ref, load(str(run)), load(str(slow))])
+    assert result["aggregates"]["sb3"]["iqm"]["value"] == pytest.approx(0.3)
+    assert load(str(run)).iqm_curve == [(100_000, pytest.approx(0.15)), (200_000, pytest.approx(0.325)),
+                                        (300_000, pytest.approx(0.5))]
+    assert result["frames_to_reference_iqm"] == {"mt": 200_000, "slow": None}
+    assert result["aggregates"]["mt"]["iqm"]["value"] == pytest.approx(0.5)  # the final evaluation is compared
+    with pytest.raises(CompareError, match="'pong' twice"):
+        load_merged(f"{a}+{a}")
+    text = mtdqn("compare", f"{a}+{b}", run, "--labels", "sb3,mt", "--out", tmp_path / "cmp", cwd=tmp_path).stdout
+    assert "| mt | 200,000 |" in text and "IQM >= sb3's final IQM (0.300)" in text
