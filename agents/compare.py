@@ -213,4 +213,29 @@ def write(result: dict, out: Path, runs: list[Evaluated]) -> dict[str, Path]:
     fig.tight_layout()
     fig.savefig(paths["png"], dpi=110)
     plt.close(fig)
+    if any(r.iqm_curve for r in runs):
+        paths["curves"] = plot_iqm_curves(result, runs, out / "compare_curves.png")
     return paths
+
+
+def plot_iqm_curves(result: dict, runs: list[Evaluated], path: Path) -> Path:
+    """Each run folder's IQM at its periodic evaluations, against the reference's final IQM: time to score."""
+    import matplotlib.pyplot as plt
+
+    ref = result["reference"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        if r.iqm_curve:
+            x, y = zip(*r.iqm_curve)
+            ax.plot(x, y, marker="o", markersize=3, label=r.label)
+    ax.axhline(result["aggregates"][ref]["iqm"]["value"], color="black", linestyle="--", linewidth=1.5,
+               label=f"{ref} (final)")
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("frames per game")
+    ax.set_ylabel("IQM human-normalized score")
+    ax.set_title(f"evaluation IQM during training vs {ref}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,4 +1,5 @@
-"""`mtdqn compare RUN_A RUN_B ...`: per-game HNS side by side, ratios to RUN_A, aggregates, negative transfer."""
+"""`mtdqn compare RUN_A RUN_B ...`: per-game HNS side by side, ratios to RUN_A, aggregates, negative transfer,
+and for run folders the frames they took to reach RUN_A's final IQM."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ def _log_to_wandb(result: dict, paths: dict, out: Path, project: str) -> None:
                    for m in ("iqm", "median", "mean")}
         summary |= {f"compare/{l}/probability_of_improvement": p["value"]
                     for l, p in result["probability_of_improvement"].items()}
+        media = {"compare/iqm_curves": wandb.Image(str(paths["curves"]))} if "curves" in paths else {}
         return {"compare/table": wandb.Table(columns=columns, data=data),
-                "compare/chart": wandb.Image(str(paths["png"])), **summary}
+                "compare/chart": wandb.Image(str(paths["png"])), **media, **summary}
 
     tracker.log_wandb(build)
     tracker.finish()

@@ -83,6 +83,7 @@ def test_compare_logs_table_chart_and_aggregates_to_wandb(tmp_path):
     history = wandb_records.history(wandb_records.run_file(tmp_path / "cmp" / "wandb"))
     keys = set().union(*history)
     assert any(k.startswith("compare/table") for k in keys) and any(k.startswith("compare/chart") for k in keys)
+    assert any(k.startswith("compare/iqm_curves") for k in keys)  # b is a run folder with periodic evaluations
     row = next(h for h in history if "compare/b/probability_of_improvement" in h)
     assert row["compare/b/probability_of_improvement"] == pytest.approx(1.0)
     assert row["compare/a/hns_mean"] == pytest.approx(0.15)
@@ -108,3 +109,4 @@ def test_single_game_runs_join_and_time_to_score_is_the_first_eval_at_the_refere
         load_merged(f"{a}+{a}")
     text = mtdqn("compare", f"{a}+{b}", run, "--labels", "sb3,mt", "--out", tmp_path / "cmp", cwd=tmp_path).stdout
     assert "| mt | 200,000 |" in text and "IQM >= sb3's final IQM (0.300)" in text
+    assert (tmp_path / "cmp" / "compare_curves.png").stat().st_size > 10_000  # the IQM curve against sb3's line
