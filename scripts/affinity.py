@@ -66,5 +66,11 @@ def main(argv: list[str]) -> None:
         for c, i, j in pairs[:args.top]:
             a = means["affinity"]
             print(f"| {games[i]} / {games[j]} | {c:+.3g} | {a[i, j]:+.3g} | {a[j, i]:+.3g} |")
+    overshoot = [g for g, a in zip(games, np.diag(means["affinity"])) if a < 0]
+    if overshoot:  # a lookahead step that raises a game's own loss measures the step size, not transfer
+        print(f"\nwarning: a lookahead step on its own loss raised the loss of {', '.join(overshoot)} (negative "
+              f"self-affinity): --affinity-lr was too large for this run's gradients, so its affinities say little "
+              f"about transfer; the gradient cosines do not depend on it. Retrain with a smaller --affinity-lr.",
+              file=sys.stderr)
     print(f"\nwrote {out / 'affinity.csv'} (for mtdqn group --affinity), {out / 'cosine.csv'} and their .png heatmaps",
           file=sys.stderr)

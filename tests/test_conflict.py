@@ -71,3 +71,21 @@ def test_csv_time_series_averages_truncates_and_writes_matrices(tmp_path):
     assert conflict.read_csv(path)[2] == 2
     conflict.write_matrix(tmp_path / "m.csv", means["affinity"], games)
     assert (tmp_path / "m.csv").read_text().splitlines()[0] == "source\\target,pong,breakout"
+
+
+def test_affinity_warns_when_the_lookahead_step_overshoots(tmp_path):
+    """A negative self-affinity (a step on a game's own loss raised it) means --affinity-lr was too large."""
+    from test_cli import mtdqn
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = ["frames_per_game,update,metric,source,target,value"]
+    for metric, values in (("cosine", {"a": 1, "b": 1, "ab": 0.2}), ("affinity", {"a": -2.0, "b": 0.1, "ab": 0.05})):
+        rows += [f"100,10,{metric},a,a,{values['a']}", f"100,10,{metric},b,b,{values['b']}",
+                 f"100,10,{metric},a,b,{values['ab']}", f"100,10,{metric},b,a,{values['ab']}"]
+    (run / "conflict.csv").write_text("\n".join(rows) + "\n")
+    proc = mtdqn("affinity", run, cwd=tmp_path)
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "raised the loss of a (negative self-affinity)" in warning[0]
+    (run / "conflict.csv").write_text("\n".join(rows).replace("affinity,a,a,-2.0", "affinity,a,a,0.3") + "\n")
+    assert "warning" not in mtdqn("affinity", run, cwd=tmp_path).stderr
