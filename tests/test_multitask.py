@@ -113,8 +113,10 @@ def test_compare_puts_runs_side_by_side(runs, tmp_path):
     assert "| separate | " in proc.stdout and "P(run > reference)" in proc.stdout
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [row["game"] for row in result["games"]] == ["pong", "breakout"]
+    # run folders with periodic evaluations also get the time-to-score table and IQM curves
+    assert "Time to score" in proc.stdout and set(result["frames_to_reference_iqm"]) == {"shared"}
     assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"compare.json", "compare.md", "compare.csv",
-                                                              "compare.png"}
+                                                              "compare.png", "compare_curves.png"}
 
 
 @pytest.mark.parametrize("flags, message", [
