@@ -32,9 +32,9 @@ class Evaluated:
 
 def load_merged(spec: str, label: str | None = None) -> Evaluated:
     """`load` for one path, or for several joined by '+' (e.g. single-game SB3 runs) taken as one run."""
-    parts = [load(path) for path in spec.split("+")]
-    if len(parts) == 1:
+    if "+" not in spec:
         return load(spec, label)
+    parts = [load(path) for path in spec.split("+")]
     merged = Evaluated(label or "+".join(p.label for p in parts), " + ".join(p.source for p in parts), {}, {})
     for part in parts:
         twice = set(part.hns) & set(merged.hns)
@@ -60,7 +60,7 @@ def load(path: str, label: str | None = None) -> Evaluated:
         if not candidates:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
         p = candidates[-1]
-        curve = learning_curves(Path(path), up_to=2**62).get("iqm") if periodic else None
+        curve = learning_curves(Path(path)).get("iqm") if periodic else None
     elif not p.is_file():
         raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
     try:

@@ -161,14 +161,14 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def learning_curves(run_dir: Path, up_to: int) -> dict[str, list[tuple[int, float]]]:
-    """Per-game (frames per game, HNS) from a run's periodic evaluations up to `up_to` frames, oldest
-    first; "iqm" holds the aggregate. Evaluations past `up_to` belong to a run killed before its
-    next checkpoint and are left out."""
+def learning_curves(run_dir: Path, up_to: int | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Per-game (frames per game, HNS) from a run's periodic evaluations (up to `up_to` frames if
+    given), oldest first; "iqm" holds the aggregate. During a run, evaluations past its checkpoint
+    belong to an earlier attempt killed before that checkpoint and are left out."""
     curves: dict[str, list[tuple[int, float]]] = {}
     for path in sorted((run_dir / "evals").glob("frames_*/eval.json")):
         frames = path.parent.name[len("frames_"):]
-        if not frames.isdigit() or int(frames) > up_to:
+        if not frames.isdigit() or (up_to is not None and int(frames) > up_to):
             continue
         report = json.loads(path.read_text())
         for r in report["games"]:
