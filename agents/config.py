@@ -49,7 +49,10 @@ class TrainConfig:
     train_frequency: int = 4
     """Agent steps (summed over all games and envs) per gradient update."""
     target_update_period: int = 2_000
-    """Gradient updates between target-network syncs."""
+    """Gradient updates between target-network syncs (unused when --target-tau > 0)."""
+    target_tau: float = 0.0
+    """Polyak averaging of the target network after every update, theta' <- (1 - tau) theta' + tau theta,
+    instead of periodic syncs; 0: periodic syncs every --target-update-period updates."""
     learning_starts: int = 20_000
     """Frames per game collected before learning starts."""
     max_grad_norm: float = 10.0
@@ -58,6 +61,9 @@ class TrainConfig:
     """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
     dueling: bool = False
     """Dueling heads: per-game value and advantage streams."""
+    norm: Literal["none", "layer"] = "none"
+    """Normalization layers in the torso. layer: GroupNorm(1 group) after each convolution and
+    LayerNorm after the dense layer, before their ReLUs."""
     random_shift: int = 0
     """Image augmentation (DrQ, Kostrikov et al. 2021): each sampled frame stack, and independently
     its n-step successor, is padded by this many pixels (edges repeated) and cropped back to 84x84
@@ -165,7 +171,8 @@ _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads"
              "num_actors", "weight_publish_period", "chunk_steps")
 _NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints",
                  "conflict_interval", "soft_coupling", "random_shift", "reset_interval")
-_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon", "popart_beta")
+_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon", "popart_beta",
+                  "target_tau")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

@@ -49,7 +49,7 @@ class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
-                 soft_coupling: float = 0.0, random_shift: int = 0, reset_interval: int = 0,
+                 soft_coupling: float = 0.0, random_shift: int = 0, reset_interval: int = 0, target_tau: float = 0.0,
                  device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
@@ -63,6 +63,7 @@ class DQNLearner:
                                           fused=self.device.type in ("cpu", "cuda"))
         self.gamma = gamma
         self.target_update_period = target_update_period
+        self.target_tau = target_tau
         self.max_grad_norm = max_grad_norm
         self.reward_clip = reward_clip
         self.balance = balance
@@ -149,8 +150,7 @@ class DQNLearner:
             raise NonFiniteError(self.updates + 1, present.nonzero().flatten().tolist(), "gradient")
         self.optimizer.step()
         self.updates += 1
-        if self.updates % self.target_update_period == 0:
-            self.target.load_state_dict(self.online.state_dict())
+        self._update_target()
         if self.reset_interval and self.updates % self.reset_interval == 0:
             self.reset_heads()
         per_game = per_game.detach().masked_fill(~present, float("nan"))
@@ -158,6 +158,18 @@ class DQNLearner:
         if penalty is not None:
             metrics["soft_penalty"] = penalty.detach()
         return metrics
+
+    def _update_target(self) -> None:
+        """Hard sync every target_update_period updates, or with target_tau > 0 Polyak averaging
+        theta' <- (1 - tau) theta' + tau theta after every update (buffers such as PopArt's are copied)."""
+        if not self.target_tau:
+            if self.updates % self.target_update_period == 0:
+                self.target.load_state_dict(self.online.state_dict())
+            return
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), self.target_tau)
+            for target, online in zip(self.target.buffers(), self.online.buffers()):
+                target.copy_(online)
 
     def reset_heads(self) -> None:
         """Fresh weights and Adam moments for the online Q-heads (and value streams); the torso and the

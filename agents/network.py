@@ -21,23 +21,38 @@ import torch
 from torch import nn
 
 
+NORMS = ("none", "layer")
+
+
 class NatureTorso(nn.Module):
     """Mnih et al. 2015: three convolutions and a 512-unit layer.
 
     Takes uint8 frames (scaled to [0, 1] here) or float frames already scaled, so a caller that
     feeds the same batch to two networks converts it once.
+
+    norm="layer" normalizes every layer's pre-activations (GroupNorm with one group over each
+    convolution's channels x height x width, LayerNorm on the dense layer), which keeps the
+    features' scale fixed while TD targets move and the torso stays trainable longer (Lyle et al.
+    2023; Gallici et al. 2024, PQN).
     """
 
     out_features = 512
 
-    def __init__(self, in_channels: int = 4):
+    def __init__(self, in_channels: int = 4, norm: str = "none"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
+        layer = norm == "layer"
+
+        def block(module, normalize):
+            return [module] + ([normalize] if layer else []) + [nn.ReLU()]
+
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            *block(nn.Conv2d(in_channels, 32, 8, stride=4), nn.GroupNorm(1, 32)),
+            *block(nn.Conv2d(32, 64, 4, stride=2), nn.GroupNorm(1, 64)),
+            *block(nn.Conv2d(64, 64, 3, stride=1), nn.GroupNorm(1, 64)),
             nn.Flatten(),
-            nn.Linear(3136, self.out_features), nn.ReLU(),
+            *block(nn.Linear(3136, self.out_features), nn.LayerNorm(self.out_features)),
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -52,10 +67,11 @@ class MultiHeadQNetwork(nn.Module):
     torso_of: torso index per game (default: one torso for all).
     tied_init: all torsos start from the same weights (soft sharing pulls them together from there).
     popart: heads output normalized values; `forward` unnormalizes with per-game (mu, sigma).
+    norm: "layer" puts normalization layers in the torsos (see NatureTorso).
     """
 
     def __init__(self, action_counts: list[int], dueling: bool = False, torso_of: list[int] | None = None,
-                 tied_init: bool = False, popart: bool = False):
+                 tied_init: bool = False, popart: bool = False, norm: str = "none"):
         super().__init__()
         self.action_counts = [int(n) for n in action_counts]
         self.dueling = dueling
@@ -66,8 +82,9 @@ class MultiHeadQNetwork(nn.Module):
                              f"index, using every index from 0 up")
         self.tied_init = tied_init
         self.popart = popart
-        first = NatureTorso()
-        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso()
+        self.norm = norm
+        first = NatureTorso(norm=norm)
+        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(norm=norm)
                                                for _ in range(max(self.torso_of))])
         self.heads = nn.Linear(NatureTorso.out_features, sum(self.action_counts))
         self.values = nn.Linear(NatureTorso.out_features, len(self.action_counts)) if dueling else None
@@ -94,7 +111,7 @@ class MultiHeadQNetwork(nn.Module):
     def spec(self) -> dict:
         """What it takes to rebuild this architecture (stored in checkpoints)."""
         return {"action_counts": self.action_counts, "dueling": self.dueling, "torso_of": self.torso_of,
-                "tied_init": self.tied_init, "popart": self.popart}
+                "tied_init": self.tied_init, "popart": self.popart, "norm": self.norm}
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The torsos' parameters: where games' gradients meet (heads are per game)."""

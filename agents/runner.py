@@ -51,7 +51,7 @@ def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -
     else:  # separate and soft: a torso per game
         torso_of = list(range(len(games)))
     return {"action_counts": action_counts, "dueling": cfg.dueling, "torso_of": torso_of,
-            "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart"}
+            "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart", "norm": cfg.norm}
 
 
 def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
@@ -63,7 +63,7 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
         task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
         soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, random_shift=cfg.random_shift,
-        reset_interval=cfg.reset_interval, device=cfg.device,
+        reset_interval=cfg.reset_interval, target_tau=cfg.target_tau, device=cfg.device,
         precision=cfg.precision)
 
 
