@@ -23,7 +23,7 @@ class ActorStep:
     frame: np.ndarray  # uint8 [N, 84, 84]: newest frame of the observation acted on
     action: np.ndarray
     reward: np.ndarray  # raw game reward
-    terminated: np.ndarray
+    terminated: np.ndarray  # no bootstrap past this step (with life_loss_terminal also a lost life)
     truncated: np.ndarray
     first: np.ndarray  # the observation acted on starts an episode
     frames: np.ndarray  # [num_games] emulator frames this step advanced each game
@@ -37,11 +37,18 @@ def linear_epsilon(frames: np.ndarray, start: float, end: float, decay_frames: f
 
 
 class Actor:
-    """Owns one ale-py `AtariVectorEnv` per game and each env's episode bookkeeping."""
+    """Owns one ale-py `AtariVectorEnv` per game and each env's episode bookkeeping.
+
+    life_loss_terminal: a lost life is reported as `terminated` for the learner (its TD target stops
+    there), while the game, the frame stack and the episode's return go on. ale-py's own
+    `episodic_life` restarts the game at a lost life instead, so the agent would only see first lives.
+    """
 
     def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
-                 env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None):
+                 env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None,
+                 life_loss_terminal: bool = False):
         self.games = games
+        self.life_loss_terminal = life_loss_terminal
         self.envs_per_game = envs_per_game
         self.device = torch.device(device)
         self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
@@ -49,8 +56,9 @@ class Actor:
         self.action_counts = [int(env.single_action_space.n) for env in self.envs]
         # distinct, reproducible emulator seeds per game and env (ale-py takes them below 2**31)
         env_seed = seed if env_seed is None else env_seed
-        self.obs = np.concatenate([env.reset(seed=(env_seed * 100_003 + i * envs_per_game) % 2**31)[0]
-                                   for i, env in enumerate(self.envs)])
+        resets = [env.reset(seed=(env_seed * 100_003 + i * envs_per_game) % 2**31) for i, env in enumerate(self.envs)]
+        self.obs = np.concatenate([obs for obs, _ in resets])
+        self.lives = np.concatenate([info["lives"] for _, info in resets])
         n = len(self.obs)
         self.game_ids = np.repeat(np.arange(len(games)), envs_per_game)
         self._game_ids_t = torch.from_numpy(self.game_ids).to(self.device)
@@ -79,9 +87,12 @@ class Actor:
         reward = np.concatenate([r[1] for r in results]).astype(np.float32)
         terminated = np.concatenate([r[2] for r in results])
         truncated = np.concatenate([r[3] for r in results])
+        lives = np.concatenate([r[4]["lives"] for r in results])
         applied = ~self.final  # on a final observation ale-py resets instead of acting
+        life_lost = (lives < self.lives) & applied if self.life_loss_terminal else False
+        self.lives = lives
         step = ActorStep(
-            frame=self.obs[:, -1], action=self._pending, reward=reward, terminated=terminated,
+            frame=self.obs[:, -1], action=self._pending, reward=reward, terminated=terminated | life_lost,
             truncated=truncated, first=self.first,
             frames=np.bincount(self.game_ids, weights=applied, minlength=len(self.games)).astype(np.int64) * FRAMESKIP,
         )

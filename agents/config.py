@@ -57,6 +57,10 @@ class TrainConfig:
     """Frames per game collected before learning starts."""
     max_grad_norm: float = 10.0
     """Gradient-norm clipping threshold."""
+    life_loss_terminal: bool = False
+    """Treat a lost life as terminal in the TD target (no bootstrap past it) while the game goes on, as
+    DER, SPR and BBF train (Dopamine's terminal_on_life_loss). Training only: evaluation, episode
+    returns and the recorded protocol are unchanged."""
     reward_clip: bool = True
     """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
     dueling: bool = False

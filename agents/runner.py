@@ -173,7 +173,7 @@ class Trainer:
         """Where transitions come from: every game's envs in this process (agents/distributed.py
         overrides this and `step` for Ray actors)."""
         return Actor(self.games, self.cfg.envs_per_game, self.protocol, self.cfg.seed, env_threads, self.cfg.device,
-                     env_seed=env_seed)
+                     env_seed=env_seed, life_loss_terminal=self.cfg.life_loss_terminal)
 
     def epsilon(self) -> np.ndarray:
         cfg = self.cfg

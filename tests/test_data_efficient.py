@@ -1,4 +1,5 @@
-"""Data-efficient ingredients: DrQ random shift by hand, Q-head resets, the shipped preset and its precedence."""
+"""Data-efficient ingredients: DrQ random shift by hand, Q-head resets, normalization layers, the shipped
+preset and its precedence."""
 
 import numpy as np
 import pytest
@@ -89,6 +90,36 @@ def test_head_reset_renews_heads_and_their_adam_moments_only(dueling):
     assert all(p in opt.state for layer in heads for p in layer.parameters())
 
 
+def test_layer_norm_makes_q_blind_to_the_scale_of_each_layer():
+    """GroupNorm/LayerNorm after every layer: scaling a layer's weights and bias by c > 0 scales its
+    pre-activations by c, which the normalization divides out (up to its epsilon); without it, Q changes."""
+    torch.manual_seed(0)
+    obs = torch.randint(0, 255, (5, 4, 84, 84), dtype=torch.uint8)
+    games = torch.tensor([0, 1, 0, 1, 1])
+    for norm, blind in (("layer", True), ("none", False)):
+        net = MultiHeadQNetwork([3, 2], dueling=True, norm=norm)
+        with torch.no_grad():
+            before = net(obs, games)
+            dense = next(m for m in net.torsos[0].net if isinstance(m, torch.nn.Linear))
+            for layer in (net.torsos[0].net[0], dense):  # first convolution, dense layer
+                layer.weight.mul_(7.0), layer.bias.mul_(7.0)
+            change = (net(obs, games) - before).nan_to_num().abs().max().item()  # -inf - -inf: nan
+        assert change < 1e-3 if blind else change > 0.1
+    dense = MultiHeadQNetwork([3], norm="layer").torsos[0].net[:-1]  # up to the dense layer's LayerNorm
+    out = dense(obs.float() / 255.0)
+    torch.testing.assert_close(out.mean(1), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(1, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+
+
+def test_without_norm_the_torso_keeps_its_checkpoint_keys():
+    """Old checkpoints (before --norm existed) load: the plain torso's layers keep their indices."""
+    keys = [k for k in MultiHeadQNetwork([3]).state_dict() if k.startswith("torsos.")]
+    assert keys == [f"torsos.0.net.{i}.{w}" for i in (0, 2, 4, 7) for w in ("weight", "bias")]
+    net = MultiHeadQNetwork([3, 2], norm="layer")
+    assert net.spec()["norm"] == "layer"
+    MultiHeadQNetwork(**net.spec()).load_state_dict(net.state_dict())
+
+
 def test_the_shipped_preset_is_valid_and_sets_the_100k_regime():
     assert "data-efficient" in presets()
     options = preset_options("data-efficient")
@@ -120,6 +151,8 @@ def test_the_run_records_the_preset_and_its_values(tmp_path):
     (["--preset", "fast"], ["'fast'", "data-efficient"]),
     (["--random-shift", "-1"], ["--random-shift", "-1"]),
     (["--reset-interval", "-5"], ["--reset-interval", "-5"]),
+    (["--target-tau", "1.5"], ["--target-tau", "1.5", "[0, 1]"]),
+    (["--norm", "batch"], ["'batch'", "layer"]),
 ])
 def test_bad_preset_options_are_one_line_exit_2(tmp_path, args, needles):
     one_line_error(mtdqn("train", *args, "--out", "r", cwd=tmp_path, check=False), *needles)

@@ -84,15 +84,29 @@ def test_target_network_syncs_every_period():
     torch.testing.assert_close(learner.target.heads.bias, learner.online.heads.bias)
 
 
+def test_polyak_target_moves_a_fraction_tau_after_every_update():
+    learner = constant_q_learner([[0.0, 0.0]])
+    learner.target_tau, learner.target_update_period = 0.25, 1  # the period is ignored under Polyak averaging
+    b = batch(rewards=[[1.0, 0, 0]], terminated=[True], steps=[1], game=[0])
+    old_target = {n: p.clone() for n, p in learner.target.named_parameters()}
+    learner.update(b)
+    for name, p in learner.online.named_parameters():  # theta' <- 0.75 theta' + 0.25 theta, exactly
+        torch.testing.assert_close(dict(learner.target.named_parameters())[name], 0.75 * old_target[name] + 0.25 * p,
+                                   rtol=0, atol=1e-7)
+    assert not torch.equal(learner.target.heads.bias, learner.online.heads.bias)
+
+
 ACTION_COUNTS, BEST = [4, 6, 9], [1, 4, 7]
 
 
 # (precision, balance, reward scale per task, data-efficient ingredients): PopArt learns from raw
 # rewards of very different scales and still gets every task's values right in its own units;
-# "drq" learns through random shifts of every sampled stack, with dueling heads
+# "drq" learns through random shifts of every sampled stack, with dueling heads; "ln-polyak" with
+# normalization layers in the torso and a Polyak-averaged target
 SETTINGS = {"fp32": ("fp32", "equal", (1, 1, 1), {}), "bf16": ("bf16", "equal", (1, 1, 1), {}),
             "pcgrad": ("fp32", "pcgrad", (1, 1, 1), {}), "popart": ("fp32", "popart", (1, 30, 300), {}),
-            "drq": ("fp32", "equal", (1, 1, 1), {"random_shift": 4, "dueling": True})}
+            "drq": ("fp32", "equal", (1, 1, 1), {"random_shift": 4, "dueling": True}),
+            "ln-polyak": ("fp32", "equal", (1, 1, 1), {"norm": "layer", "target_tau": 0.01})}
 
 
 @functools.cache
@@ -113,9 +127,11 @@ def learned_q(setting: str) -> torch.Tensor:
             replay.add(g, pattern, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
                        np.array([False]))
     popart = balance == "popart"
-    learner = DQNLearner(MultiHeadQNetwork(ACTION_COUNTS, popart=popart, dueling=extra.get("dueling", False)),
-                         learning_rate=5e-4, target_update_period=100, precision=precision, balance=balance,
-                         reward_clip=not popart, popart_beta=0.01, random_shift=extra.get("random_shift", 0))
+    network = MultiHeadQNetwork(ACTION_COUNTS, popart=popart, dueling=extra.get("dueling", False),
+                                norm=extra.get("norm", "none"))
+    learner = DQNLearner(network, learning_rate=5e-4, target_update_period=100, precision=precision, balance=balance,
+                         reward_clip=not popart, popart_beta=0.01, random_shift=extra.get("random_shift", 0),
+                         target_tau=extra.get("target_tau", 0.0))
     ready = replay.ready_games(1)
     for _ in range(400):
         learner.update(replay.sample(48, ready))
