@@ -140,9 +140,12 @@ def test_precedence_defaults_preset_config_flags(tmp_path):
 def test_the_run_records_the_preset_and_its_values(tmp_path):
     mtdqn("train", "--preset", "data-efficient", "--suite", "freeway", "--frames-per-game", "1200",
           "--learning-starts", "400", "--eval-interval", "0", "--eval-episodes", "1", "--max-episode-frames", "400",
-          "--out", "r", cwd=tmp_path)
+          "--norm", "layer", "--target-tau", "0.01", "--life-loss-terminal", "--out", "r", cwd=tmp_path)
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert saved["preset"] == "data-efficient" and saved["random_shift"] == 4 and saved["n_step"] == 10
+    assert (saved["norm"], saved["target_tau"], saved["life_loss_terminal"]) == ("layer", 0.01, True)
+    state = torch.load(next((tmp_path / "r" / "checkpoints").glob("*.pt")), weights_only=True)
+    assert state["network"]["norm"] == "layer"  # evaluate and resume rebuild the normalized torso
     assert saved["frames_per_game"] == 1200  # the flag beat the preset
     assert "--preset data-efficient" in (tmp_path / "r" / "command.txt").read_text()
 

@@ -144,3 +144,37 @@ def test_proportional_balance_follows_buffer_sizes():
     replay = filled(2, [83, 23], "proportional")  # 80 and 20 valid slots per lane
     games = np.concatenate([replay.sample(32, [0, 1]).game for _ in range(300)])
     assert np.mean(games == 0) == pytest.approx(0.8, abs=0.02)
+
+
+def test_a_lost_life_ends_the_td_target_but_not_the_game():
+    """--life-loss-terminal on real Breakout (5 lives): same emulator trajectory, episodes and returns;
+    `terminated` also marks each of the 4 lost lives, the replay's n-step targets stop there, and the
+    frame stack after a lost life still holds the frames before it (the game went on)."""
+    runs = {}
+    for life_loss in (False, True):
+        actor = Actor(["breakout"], 1, PROTOCOLS["machado"], seed=5, life_loss_terminal=life_loss)
+        network = MultiHeadQNetwork(actor.action_counts)
+        replay = GameReplay(2000, 1, n_step=3)
+        seen, terminated, first, episodes = [], [], [], []
+        for _ in range(1500):
+            seen.append(actor.obs.copy())
+            actor.act(network, epsilon=np.ones(1))
+            s = actor.recv()
+            replay.add(s.frame, s.action, s.reward, s.terminated, s.truncated, s.first)
+            terminated.append(s.terminated[0]), first.append(s.first[0])
+            episodes += s.episodes
+        actor.close()
+        runs[life_loss] = replay, np.stack(seen), np.array(terminated), np.array(first), episodes
+    (_, seen, plain, first, episodes), (replay, seen_ll, marked, first_ll, episodes_ll) = runs[False], runs[True]
+    np.testing.assert_array_equal(seen, seen_ll)
+    np.testing.assert_array_equal(first, first_ll)
+    assert episodes == episodes_ll and len(episodes) >= 3
+    starts = np.flatnonzero(first)
+    for a, b in zip(starts[:-1], starts[1:]):  # each whole game: 1 real terminal, 5 marks with lost lives
+        assert plain[a:b].sum() == 1 and marked[a:b].sum() == 5
+    lost = np.flatnonzero(marked & ~plain)
+    t = lost[0]
+    batch = replay.transitions(np.array([t - 1]), np.array([0]), game_id=0)
+    assert batch.steps[0] == 2 and batch.terminated[0] and batch.rewards[0, 2] == 0
+    np.testing.assert_array_equal(replay.stack(np.array([t + 1]), np.array([0]))[0], seen[t + 1, 0])
+    assert seen[t + 1, 0, :3].any()  # frames from before the lost life are in the stack
