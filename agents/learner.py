@@ -167,7 +167,8 @@ class DQNLearner:
                 self.target.load_state_dict(self.online.state_dict())
             return
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), self.target_tau)
+            for target, online in zip(self.target.parameters(), self.online.parameters()):
+                target.lerp_(online, self.target_tau)
             for target, online in zip(self.target.buffers(), self.online.buffers()):
                 target.copy_(online)
 
