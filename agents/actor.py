@@ -87,10 +87,12 @@ class Actor:
         reward = np.concatenate([r[1] for r in results]).astype(np.float32)
         terminated = np.concatenate([r[2] for r in results])
         truncated = np.concatenate([r[3] for r in results])
-        lives = np.concatenate([r[4]["lives"] for r in results])
         applied = ~self.final  # on a final observation ale-py resets instead of acting
-        life_lost = (lives < self.lives) & applied if self.life_loss_terminal else False
-        self.lives = lives
+        life_lost = False
+        if self.life_loss_terminal:
+            lives = np.concatenate([r[4]["lives"] for r in results])
+            life_lost = (lives < self.lives) & applied
+            self.lives = lives
         step = ActorStep(
             frame=self.obs[:, -1], action=self._pending, reward=reward, terminated=terminated | life_lost,
             truncated=truncated, first=self.first,

@@ -161,7 +161,8 @@ class DQNLearner:
 
     def _update_target(self) -> None:
         """Hard sync every target_update_period updates, or with target_tau > 0 Polyak averaging
-        theta' <- (1 - tau) theta' + tau theta after every update (buffers such as PopArt's are copied)."""
+        theta' <- (1 - tau) theta' + tau theta of the parameters after every update (buffers need no
+        averaging: PopArt's statistics move in both networks at once, the others are constants)."""
         if not self.target_tau:
             if self.updates % self.target_update_period == 0:
                 self.target.load_state_dict(self.online.state_dict())
@@ -169,8 +170,6 @@ class DQNLearner:
         with torch.no_grad():
             for target, online in zip(self.target.parameters(), self.online.parameters()):
                 target.lerp_(online, self.target_tau)
-            for target, online in zip(self.target.buffers(), self.online.buffers()):
-                target.copy_(online)
 
     def reset_heads(self) -> None:
         """Fresh weights and Adam moments for the online Q-heads (and value streams); the torso and the
