@@ -1,7 +1,8 @@
-"""Random-shift image augmentation (DrQ, Kostrikov et al. 2021), applied to sampled batches.
+"""Image augmentation of sampled batches (DrQ, Kostrikov et al. 2021): random shift and intensity.
 
 Shifting the whole frame stack by a few pixels keeps the game's meaning and regularizes the
-torso: at small data budgets the Q-function otherwise fits the few frames it has seen.
+torso: at small data budgets the Q-function otherwise fits the few frames it has seen. Dopamine's
+DrQ also scales each stack's brightness a little (intensity noise).
 """
 
 from __future__ import annotations
@@ -27,3 +28,16 @@ def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator | No
         return frames
     offsets = torch.randint(0, 2 * pad + 1, (2, len(frames)), generator=generator)
     return shift(frames, pad, offsets[0], offsets[1])
+
+
+def intensity(frames: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Float stacks in [0, 1] times 1 + scale * clip(N(0, 1), -2, 2), one factor per stack (0: unchanged)."""
+    if scale == 0:
+        return frames
+    noise = torch.randn(len(frames), 1, 1, 1, generator=generator).clamp_(-2.0, 2.0).to(frames.device)
+    return frames * (1.0 + scale * noise)
+
+
+def augment(frames: torch.Tensor, pad: int, scale: float) -> torch.Tensor:
+    """uint8 stacks -> float stacks scaled to [0, 1], shifted by up to `pad` pixels and intensity-scaled."""
+    return intensity(random_shift(frames, pad).float() / 255.0, scale)

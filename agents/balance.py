@@ -1,6 +1,6 @@
-"""How the games' losses become one update: the pieces that are more than a weighted mean.
+"""How the games' losses become one update: the pieces that are more than a weighted sum.
 
-`equal` and `weighted` are a weighted mean of per-game losses (in the learner). PCGrad projects
+`equal` and `weighted` are a (weighted) sum of per-game losses (in the learner). PCGrad projects
 per-game gradients on the shared torso off each other where they conflict (Yu et al. 2020).
 PopArt keeps per-game running statistics of the TD targets and learns normalized values, so games
 with large rewards do not drown the others and rewards need not be clipped (Hessel et al. 2019).
@@ -14,12 +14,12 @@ BALANCES = ("equal", "weighted", "popart", "pcgrad")
 
 
 def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mean of the games' gradients after PCGrad's projections. grads: [games, params].
+    """Sum of the games' gradients after PCGrad's projections (the paper's). grads: [games, params].
 
     Each game's gradient g_i is, for every other game j in a random order, projected onto the
     normal plane of g_j when they conflict (g_i . g_j < 0): g_i -= (g_i . g_j / |g_j|^2) g_j.
-    Projections use the other games' original gradients, as in the paper. The mean (not the
-    paper's sum) keeps the step the size `equal` balancing would take when nothing conflicts.
+    Projections use the other games' original gradients, as in the paper. The sum is the step
+    `equal` balancing (a sum of the games' losses) would take when nothing conflicts.
     """
     projected = grads.clone()
     norms = (grads * grads).sum(1)
@@ -31,7 +31,7 @@ def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> tor
             dot = projected[i] @ grads[j]
             if dot < 0:
                 projected[i] -= dot / norms[j] * grads[j]
-    return projected.mean(0)
+    return projected.sum(0)
 
 
 def popart_statistics(mu: torch.Tensor, nu: torch.Tensor, targets: torch.Tensor, game: torch.Tensor,

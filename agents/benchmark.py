@@ -269,10 +269,10 @@ def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = 
                                model._n_updates - updates))
             alone = -(-sizes.isolated_updates // len(blocks))
             for p, trainer in trainers.items():
-                ready = trainer.replay.ready_games(cfg.batch_size // len(trainer.games) + 1)  # as run() asks
+                ready = trainer.replay.ready_games(cfg.batch_size)  # as run() asks
                 for _ in range(alone):
                     t0 = time.perf_counter()
-                    batch = trainer.replay.sample(cfg.batch_size, ready)
+                    batch = trainer.sample(ready)
                     t1 = time.perf_counter()
                     trainer.learner.update(batch)
                     t2 = time.perf_counter()

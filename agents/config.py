@@ -19,10 +19,11 @@ class TrainConfig:
     """Emulator frames to train on, per game (4 per agent step)."""
     seed: int = 0
     """Seed for torch, numpy and the emulators."""
-    protocol: Literal["machado", "classic"] = "machado"
-    """machado: sticky actions 0.25, no no-ops; classic: no sticky actions, up to 30 no-op starts."""
+    protocol: Literal["machado", "classic", "atari100k"] = "machado"
+    """machado: sticky actions 0.25, no no-ops; classic: no sticky actions, up to 30 no-op starts;
+    atari100k: no sticky actions, no no-ops, a lost life is terminal for the learner (not for evaluation)."""
     max_episode_frames: int = 108_000
-    """Episode cap in emulator frames (both protocols use 108,000: 30 minutes of play)."""
+    """Episode cap in emulator frames (every protocol uses 108,000: 27,000 agent steps, 30 minutes of play)."""
     envs_per_game: int = 4
     """Parallel emulators per game."""
     env_threads: int = 0
@@ -37,7 +38,8 @@ class TrainConfig:
     replay_balance: Literal["equal", "proportional"] = "equal"
     """equal: every ready game gets the same share of each batch; proportional: by stored transitions."""
     batch_size: int = 32
-    """Transitions per gradient update, split across games."""
+    """Transitions per game in each gradient update: a G-game update samples G x batch_size, so every
+    game sees what a one-game agent with this batch sees."""
     learning_rate: float = 1e-4
     """Adam learning rate."""
     adam_eps: float = 1.5e-4
@@ -47,16 +49,18 @@ class TrainConfig:
     n_step: int = 3
     """Steps in the multi-step return."""
     train_frequency: int = 4
-    """Agent steps (summed over all games and envs) per gradient update."""
+    """Agent steps of each game per gradient update (1: an update per agent step, as DER and DrQ do).
+    Each game's stored transition is then sampled batch_size / train_frequency times, whatever the
+    number of games."""
     target_update_period: int = 2_000
     """Gradient updates between target-network syncs (unused when --target-tau > 0)."""
     target_tau: float = 0.0
     """Polyak averaging of the target network after every update, theta' <- (1 - tau) theta' + tau theta,
     instead of periodic syncs; 0: periodic syncs every --target-update-period updates."""
     learning_starts: int = 20_000
-    """Frames per game collected before learning starts."""
+    """Frames per game collected (with epsilon_start) before learning and epsilon's decay start."""
     max_grad_norm: float = 10.0
-    """Gradient-norm clipping threshold."""
+    """Gradient-norm clipping threshold (0: no clipping, as Dopamine's agents)."""
     life_loss_terminal: bool = False
     """Treat a lost life as terminal in the TD target (no bootstrap past it) while the game goes on, as
     DER, SPR and BBF train (Dopamine's terminal_on_life_loss). Training only: evaluation, episode
@@ -68,6 +72,15 @@ class TrainConfig:
     norm: Literal["none", "layer"] = "none"
     """Normalization layers in the torso. layer: GroupNorm(1 group) after each convolution and
     LayerNorm after the dense layer, before their ReLUs."""
+    padding: Literal["valid", "same"] = "valid"
+    """Convolution padding of the torso. valid: the Nature network's (dense layer reads 3,136 features);
+    same: TensorFlow's SAME padding, as Dopamine's JAX agents (DER, DrQ, SPR) have it (7,744 features)."""
+    init: Literal["torch", "xavier"] = "torch"
+    """Weight initialization. torch: PyTorch's defaults; xavier: Xavier-uniform weights and zero biases,
+    as Dopamine's JAX agents."""
+    intensity_noise: float = 0.0
+    """Image augmentation (DrQ's intensity): each sampled stack, and independently its successor, is
+    scaled by 1 + s * clip(N(0, 1), -2, 2) with s this value; 0.05 is Dopamine's DrQ; 0 turns it off."""
     random_shift: int = 0
     """Image augmentation (DrQ, Kostrikov et al. 2021): each sampled frame stack, and independently
     its n-step successor, is padded by this many pixels (edges repeated) and cropped back to 84x84
@@ -84,9 +97,10 @@ class TrainConfig:
     soft_coupling: float = 0.01
     """--sharing soft: weight of the penalty sum_g |theta_g - mean theta|^2 over the torsos' weights."""
     balance: Literal["equal", "weighted", "popart", "pcgrad"] = "equal"
-    """How the games' TD losses combine. equal: their mean; weighted: weighted mean by --task-weights;
-    popart: per-game PopArt-normalized targets (pair with --no-reward-clip for raw rewards);
-    pcgrad: per-game torso gradients projected off each other where they conflict, then averaged."""
+    """How the games' TD losses combine. equal: their sum (each game's head gets the gradient a one-game
+    agent would); weighted: weighted sum by --task-weights; popart: per-game PopArt-normalized targets
+    (pair with --no-reward-clip for raw rewards); pcgrad: per-game torso gradients projected off each
+    other where they conflict, then summed."""
     task_weights: str | None = None
     """--balance weighted: 'pong=2,breakout=0.5' (games not named weigh 1)."""
     popart_beta: float = 3e-4
@@ -103,8 +117,9 @@ class TrainConfig:
     """Initial exploration rate."""
     epsilon_end: float = 0.01
     """Final exploration rate."""
-    exploration_fraction: float = 0.1
-    """Fraction of frames_per_game over which epsilon decays linearly, per game."""
+    epsilon_decay_frames: int = 25_000
+    """Frames per game over which epsilon decays linearly from epsilon_start to epsilon_end, counted
+    from learning_starts (Dopamine's schedule: no decay while the agent does not learn yet)."""
 
     eval_interval: int = 100_000
     """Frames per game between evaluations (0: only at the end)."""
@@ -173,10 +188,10 @@ class ConfigError(ValueError):
 _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
              "train_frequency", "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size",
              "num_actors", "weight_publish_period", "chunk_steps")
-_NON_NEGATIVE = ("env_threads", "learning_starts", "eval_interval", "checkpoint_interval", "keep_checkpoints",
-                 "conflict_interval", "soft_coupling", "random_shift", "reset_interval")
-_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction", "eval_epsilon", "popart_beta",
-                  "target_tau")
+_NON_NEGATIVE = ("env_threads", "learning_starts", "max_grad_norm", "eval_interval", "checkpoint_interval",
+                 "keep_checkpoints", "conflict_interval", "epsilon_decay_frames", "soft_coupling", "random_shift",
+                 "reset_interval", "intensity_noise")
+_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "popart_beta", "target_tau")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -190,7 +205,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in _UNIT_INTERVAL:
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
-    for name in ("learning_rate", "adam_eps", "max_grad_norm", "affinity_lr"):
+    for name in ("learning_rate", "adam_eps", "affinity_lr"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     check_device(cfg.device)

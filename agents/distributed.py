@@ -226,7 +226,7 @@ class RayActors:
         worker = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(ActorWorker)
         spec = network_spec(cfg, games, self.action_counts)
         self.handles = [worker.remote([games[g] for g in own], own, cfg.envs_per_game, protocol.to_dict(),
-                                      spec, cfg.env_threads, cfg.precision, cfg.life_loss_terminal)
+                                      spec, cfg.env_threads, cfg.precision, protocol.life_loss_terminal)
                         for own in self.placement]
         n = len(self.handles)
         self.inflight: dict = {}  # ObjectRef -> actor index
@@ -359,8 +359,9 @@ class RayTrainer(Trainer):
         # actors are asked for more only while the learner owes less than one round of chunks
         cfg, room = self.cfg, math.inf
         if updates:
-            room = (cfg.chunk_steps * sum(self.actor.lanes) / cfg.train_frequency - self.update_credit) * (
-                cfg.train_frequency * FRAMESKIP)
+            steps_per_update = cfg.train_frequency * len(self.games)  # agent steps, summed over games
+            room = (cfg.chunk_steps * sum(self.actor.lanes) / steps_per_update - self.update_credit) * (
+                steps_per_update * FRAMESKIP)
         got = self.actor.receive(epsilon, self.frames, self.replay, wait=not updates, room=room)
         self.count(got.frames, learning)
         if phases is not None:

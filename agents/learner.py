@@ -2,23 +2,32 @@
 
 Each game's TD loss is a mean over that game's samples in the batch, so a game's weight does not
 depend on how many of its samples the batch happens to hold. The balancer (agents/balance.py)
-turns them into one update: `equal` (plain mean, linear scalarization), `weighted` (fixed
-per-game weights), `popart` (mean of losses on PopArt-normalized targets) or `pcgrad` (mean of
+turns them into one update: `equal` (their sum, linear scalarization), `weighted` (fixed
+per-game weights), `popart` (sum of losses on PopArt-normalized targets) or `pcgrad` (sum of
 per-game gradients on the shared torso after projecting conflicting components away). Soft
 sharing adds `soft_coupling` times the torsos' distance from their mean.
+
+Why a sum and not a mean: each game's head then gets exactly the gradient a one-game agent with
+the same batch would get, and so the same Adam step. With the mean it got 1/G of it, and where
+Adam's epsilon exceeds sqrt(v) (most of the weights of a young agent) the step is linear in the
+gradient: each game moved 1/G as far per update as it would alone (README, Reproduction).
+
+With target_update_period 1 (DER, DrQ(eps)) the target network is the online network itself, so
+the bootstrap takes one forward pass instead of two and no copy is made after each update.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.augment import random_shift
+from agents.augment import augment
 from agents.balance import BALANCES, pcgrad, popart_statistics
 from agents.network import MultiHeadQNetwork
 from agents.replay import Batch
@@ -49,7 +58,8 @@ class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
-                 soft_coupling: float = 0.0, random_shift: int = 0, reset_interval: int = 0, target_tau: float = 0.0,
+                 soft_coupling: float = 0.0, random_shift: int = 0, intensity_noise: float = 0.0,
+                 reset_interval: int = 0, target_tau: float = 0.0,
                  device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
@@ -58,7 +68,9 @@ class DQNLearner:
         self.device = torch.device(device)
         self.precision = precision
         self.online = network.to(self.device)
-        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        # a target synced after every update is the online network: no second copy, no second forward
+        self.target_is_online = target_update_period == 1 and not target_tau
+        self.target = self.online if self.target_is_online else copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=learning_rate, eps=adam_eps,
                                           fused=self.device.type in ("cpu", "cuda"))
         self.gamma = gamma
@@ -73,6 +85,7 @@ class DQNLearner:
         self.popart_nu = torch.ones(network.num_games, device=self.device)  # second moment; mu lives in the network
         self.soft_coupling = soft_coupling
         self.random_shift = random_shift
+        self.intensity_noise = intensity_noise
         self.reset_interval = reset_interval
         self._shared = {id(p) for p in self.online.shared_parameters()}
         self.updates = 0
@@ -92,9 +105,13 @@ class DQNLearner:
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
         with torch.no_grad(), autocast(self.device, self.precision):
-            next_obs = random_shift(next_obs, self.random_shift).float() / 255.0  # once, for both networks
-            next_action = self.online(next_obs, game).argmax(1, keepdim=True)
-            next_q = self.target(next_obs, game).gather(1, next_action).squeeze(1).float()
+            next_obs = augment(next_obs, self.random_shift, self.intensity_noise)  # once, for both networks
+            online_q = self.online(next_obs, game).float()
+            if self.target_is_online:  # Double DQN with equal networks is max_a Q(s_m, a)
+                next_q = online_q.max(1).values
+            else:
+                next_action = online_q.argmax(1, keepdim=True)
+                next_q = self.target(next_obs, game).float().gather(1, next_action).squeeze(1)
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
         return returns + bootstrap * next_q
 
@@ -122,13 +139,12 @@ class DQNLearner:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns per-game mean TD loss [G] (nan where absent) and mean Q."""
         obs, action, rewards, terminated, steps, next_obs, game = self._tensors(batch)
-        obs = random_shift(obs, self.random_shift)
+        obs = augment(obs, self.random_shift, self.intensity_noise)
         target = self.td_targets(rewards, terminated, steps, next_obs, game)
         undo = self._popart_step(target, game) if self.online.popart else None
         per_game, count, q = self.per_game_losses(obs, action, target, game)
         present = count > 0
-        weights = self.weights[present]
-        loss = (weights * per_game[present]).sum() / weights.sum()
+        loss = (self.weights[present] * per_game[present]).sum()
         if not torch.isfinite(loss):  # before any state changes, so the batch can be skipped cleanly
             if undo:
                 undo()
@@ -142,7 +158,7 @@ class DQNLearner:
                 (self.soft_coupling * penalty).backward()
         else:
             (loss if penalty is None else loss + self.soft_coupling * penalty).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm or math.inf)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             if undo:
@@ -163,6 +179,8 @@ class DQNLearner:
         """Hard sync every target_update_period updates, or with target_tau > 0 Polyak averaging
         theta' <- (1 - tau) theta' + tau theta of the parameters after every update (buffers need no
         averaging: PopArt's statistics move in both networks at once, the others are constants)."""
+        if self.target_is_online:
+            return
         if not self.target_tau:
             if self.updates % self.target_update_period == 0:
                 self.target.load_state_dict(self.online.state_dict())
@@ -175,16 +193,13 @@ class DQNLearner:
         """Fresh weights and Adam moments for the online Q-heads (and value streams); the torso and the
         target network are kept, so targets stay those of the learned values until the next sync."""
         layers = [self.online.heads] + ([self.online.values] if self.online.dueling else [])
-        with torch.no_grad():
-            for layer in layers:
-                fresh = torch.nn.Linear(layer.in_features, layer.out_features).to(self.device)
-                layer.weight.copy_(fresh.weight)
-                layer.bias.copy_(fresh.bias)
-                for p in (layer.weight, layer.bias):
-                    self.optimizer.state.pop(p, None)
+        self.online.init_heads()
+        for layer in layers:
+            for p in (layer.weight, layer.bias):
+                self.optimizer.state.pop(p, None)
 
     def _pcgrad_backward(self, per_game: torch.Tensor, present: torch.Tensor) -> None:
-        """Set .grad: PCGrad's combination on the shared torso, the mean of per-game gradients elsewhere."""
+        """Set .grad: PCGrad's combination on the shared torso, the sum of per-game gradients elsewhere."""
         params = list(self.online.parameters())
         shared = [id(p) in self._shared for p in params]
         games = present.nonzero().flatten().tolist()
@@ -194,7 +209,7 @@ class DQNLearner:
             grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
             flat.append(torch.cat([gr.flatten() for gr, s in zip(grads, shared) if s]))
             for acc, gr in zip(rest, (gr for gr, s in zip(grads, shared) if not s)):
-                acc += gr / len(games)
+                acc += gr
         combined = pcgrad(torch.stack(flat))
         offset, others = 0, iter(rest)
         for p, s in zip(params, shared):
@@ -214,7 +229,7 @@ class DQNLearner:
         if not torch.isfinite(target).all():
             return lambda: None
         mu, nu, sigma = popart_statistics(net.popart_mu, self.popart_nu, target, game, self.popart_beta)
-        for network in (self.online, self.target):
+        for network in self._networks():
             network.rescale_heads(mu, sigma)
         self.popart_nu = nu
 
@@ -226,11 +241,15 @@ class DQNLearner:
 
     def _popart_state(self) -> list[torch.Tensor]:
         tensors = [self.popart_nu]
-        for network in (self.online, self.target):
+        for network in self._networks():
             tensors += [network.heads.weight, network.heads.bias, network.popart_mu, network.popart_sigma]
             if network.dueling:
                 tensors += [network.values.weight, network.values.bias]
         return tensors
+
+    def _networks(self) -> list[MultiHeadQNetwork]:
+        """Online and target network, once each (one object when the target is the online network)."""
+        return [self.online] if self.target_is_online else [self.online, self.target]
 
     def state_dict(self) -> dict:
         return {"online": self.online.state_dict(), "target": self.target.state_dict(),

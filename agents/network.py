@@ -22,6 +22,8 @@ from torch import nn
 
 
 NORMS = ("none", "layer")
+PADDINGS = ("valid", "same")
+INITS = ("torch", "xavier")
 
 
 class NatureTorso(nn.Module):
@@ -34,29 +36,53 @@ class NatureTorso(nn.Module):
     convolution's channels x height x width, LayerNorm on the dense layer), which keeps the
     features' scale fixed while TD targets move and the torso stays trainable longer (Lyle et al.
     2023; Gallici et al. 2024, PQN).
+
+    padding="same" is TensorFlow/Flax's SAME padding, as Dopamine's JAX networks use it (DER, DrQ,
+    SPR): feature maps 21x21, 11x11, 11x11 instead of 20x20, 9x9, 7x7, so the dense layer reads
+    7,744 features instead of 3,136. init="xavier" is their Xavier-uniform weights with zero biases
+    (torch's default is Kaiming-uniform with a=sqrt(5) and small random biases).
     """
 
     out_features = 512
 
-    def __init__(self, in_channels: int = 4, norm: str = "none"):
+    def __init__(self, in_channels: int = 4, norm: str = "none", padding: str = "valid", init: str = "torch"):
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
-        layer = norm == "layer"
+        for name, value, valid in (("norm", norm, NORMS), ("padding", padding, PADDINGS), ("init", init, INITS)):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+        layer, same = norm == "layer", padding == "same"
 
-        def block(module, normalize):
-            return [module] + ([normalize] if layer else []) + [nn.ReLU()]
+        def block(module, normalize, pad=None):
+            # SAME pads (total // 2, total - total // 2) per side; pad modules only when asked, so the
+            # default torso keeps its state-dict keys
+            return ([nn.ZeroPad2d(pad)] if same and pad else []) + [module] + ([normalize] if layer else []) + [
+                nn.ReLU()]
 
         self.net = nn.Sequential(
-            *block(nn.Conv2d(in_channels, 32, 8, stride=4), nn.GroupNorm(1, 32)),
-            *block(nn.Conv2d(32, 64, 4, stride=2), nn.GroupNorm(1, 64)),
-            *block(nn.Conv2d(64, 64, 3, stride=1), nn.GroupNorm(1, 64)),
+            *block(nn.Conv2d(in_channels, 32, 8, stride=4), nn.GroupNorm(1, 32), (2, 2, 2, 2)),
+            *block(nn.Conv2d(32, 64, 4, stride=2), nn.GroupNorm(1, 64), (1, 2, 1, 2)),
+            *block(nn.Conv2d(64, 64, 3, stride=1), nn.GroupNorm(1, 64), (1, 1, 1, 1)),
             nn.Flatten(),
-            *block(nn.Linear(3136, self.out_features), nn.LayerNorm(self.out_features)),
+            *block(nn.Linear(7744 if same else 3136, self.out_features), nn.LayerNorm(self.out_features)),
         )
+        if init == "xavier":
+            for m in self.net:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    xavier(m)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs if obs.is_floating_point() else obs.float() / 255.0)
+
+
+def xavier(layer: nn.Module, fan_out: int | None = None) -> None:
+    """Xavier-uniform weights (fan_out overridable, for one game's block of a shared head) and zero biases."""
+    fan_out = layer.weight.shape[0] if fan_out is None else fan_out
+    fan_in = layer.weight[0].numel()
+    receptive = layer.weight[0, 0].numel()  # kernel area of a convolution, 1 for a linear layer
+    bound = (6.0 / (fan_in + fan_out * receptive)) ** 0.5
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound)
+        layer.bias.zero_()
 
 
 class MultiHeadQNetwork(nn.Module):
@@ -67,11 +93,13 @@ class MultiHeadQNetwork(nn.Module):
     torso_of: torso index per game (default: one torso for all).
     tied_init: all torsos start from the same weights (soft sharing pulls them together from there).
     popart: heads output normalized values; `forward` unnormalizes with per-game (mu, sigma).
-    norm: "layer" puts normalization layers in the torsos (see NatureTorso).
+    norm, padding, init: the torsos' options (see NatureTorso); init="xavier" also initializes the heads
+    so, each game's block of columns as its own layer.
     """
 
     def __init__(self, action_counts: list[int], dueling: bool = False, torso_of: list[int] | None = None,
-                 tied_init: bool = False, popart: bool = False, norm: str = "none"):
+                 tied_init: bool = False, popart: bool = False, norm: str = "none", padding: str = "valid",
+                 init: str = "torch"):
         super().__init__()
         self.action_counts = [int(n) for n in action_counts]
         self.dueling = dueling
@@ -82,12 +110,15 @@ class MultiHeadQNetwork(nn.Module):
                              f"index, using every index from 0 up")
         self.tied_init = tied_init
         self.popart = popart
-        self.norm = norm
-        first = NatureTorso(norm=norm)
-        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(norm=norm)
+        self.norm, self.padding, self.init = norm, padding, init
+        torso = dict(norm=norm, padding=padding, init=init)
+        first = NatureTorso(**torso)
+        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(**torso)
                                                for _ in range(max(self.torso_of))])
         self.heads = nn.Linear(NatureTorso.out_features, sum(self.action_counts))
         self.values = nn.Linear(NatureTorso.out_features, len(self.action_counts)) if dueling else None
+        if init == "xavier":
+            self.init_heads()
         max_actions = max(self.action_counts)
         offsets = torch.tensor([0] + self.action_counts[:-1]).cumsum(0)
         cols = torch.arange(max_actions)
@@ -111,7 +142,25 @@ class MultiHeadQNetwork(nn.Module):
     def spec(self) -> dict:
         """What it takes to rebuild this architecture (stored in checkpoints)."""
         return {"action_counts": self.action_counts, "dueling": self.dueling, "torso_of": self.torso_of,
-                "tied_init": self.tied_init, "popart": self.popart, "norm": self.norm}
+                "tied_init": self.tied_init, "popart": self.popart, "norm": self.norm, "padding": self.padding,
+                "init": self.init}
+
+    @torch.no_grad()
+    def init_heads(self) -> None:
+        """Fresh head (and value stream) weights: torch's default, or Xavier with each game's block of
+        columns initialized as a layer of its own (its fan-out is its action count, not all games')."""
+        layers = [self.heads] + ([self.values] if self.dueling else [])
+        blocks = [self.action_counts] + ([[1] * self.num_games] if self.dueling else [])
+        for layer, sizes in zip(layers, blocks):
+            fresh = nn.Linear(layer.in_features, layer.out_features).to(layer.weight.device)
+            if self.init == "xavier":
+                for rows in torch.split(torch.arange(layer.out_features), sizes):
+                    xavier_rows = nn.Linear(layer.in_features, len(rows))
+                    xavier(xavier_rows)
+                    fresh.weight[rows] = xavier_rows.weight
+                fresh.bias.zero_()
+            layer.weight.copy_(fresh.weight)
+            layer.bias.copy_(fresh.bias)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The torsos' parameters: where games' gradients meet (heads are per game)."""
@@ -130,15 +179,22 @@ class MultiHeadQNetwork(nn.Module):
         return out
 
     def normalized(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
-        """The heads' outputs (normalized values under PopArt, Q-values otherwise), -inf past a game's actions."""
+        """The heads' outputs (normalized values under PopArt, Q-values otherwise), -inf past a game's actions.
+
+        The heads and the dueling sum run in fp32 even under bf16 autocast: bfloat16's 8-bit mantissa
+        rounds V + A - mean(A) to steps of V/128, which erases small advantage gaps and flips greedy
+        actions. They are a sliver of the network's cost; the torso keeps the autocast.
+        """
         features = self.features(obs, game_ids)
-        valid = self.valid[game_ids]
-        q = self.heads(features).gather(1, self.columns[game_ids])
-        if self.dueling:
-            adv_mean = (q * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True)
-            value = self.values(features).gather(1, game_ids[:, None])
-            q = value + q - adv_mean
-        return q.masked_fill(~valid, float("-inf"))
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.float()
+            valid = self.valid[game_ids]
+            q = self.heads(features).gather(1, self.columns[game_ids])
+            if self.dueling:
+                adv_mean = (q * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True)
+                value = self.values(features).gather(1, game_ids[:, None])
+                q = value + q - adv_mean
+            return q.masked_fill(~valid, float("-inf"))
 
     def forward(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
         q = self.normalized(obs, game_ids)

@@ -11,6 +11,11 @@ At sampling, a stack is the 4 frames ending at a slot, with frames from before t
 `first` zeroed (what the env itself shows at an episode start), and an n-step transition from
 slot i runs until n steps pass or the episode ends: termination cuts the bootstrap, truncation
 does not. Raw rewards come out per step so the learner owns clipping or normalization.
+
+A window also stops before a slot whose successor is `first` without the episode having ended
+there: that slot's outcome was never stored (a run resumed from a checkpoint starts fresh
+episodes right after the last slot written before the save), so the window bootstraps from that
+slot's own state instead of running into the next episode.
 """
 
 from __future__ import annotations
@@ -126,8 +131,10 @@ class GameReplay:
         slots = (t[:, None] + k[None, :]) % self.slots
         term = self.terminated[slots, e[:, None]]
         done = term | self.truncated[slots, e[:, None]]
-        # step k counts if no earlier step of the window ended the episode
+        cut = self.first[(slots + 1) % self.slots, e[:, None]]  # the step's outcome is another episode's
+        # step k counts if no earlier step of the window ended the episode and it is not cut itself
         alive = np.concatenate([np.ones((len(t), 1), bool), np.cumsum(done, 1)[:, :-1] == 0], 1)
+        alive &= np.cumsum(cut, 1) == 0
         steps = alive.sum(1)
         return Batch(
             obs=self.stack(t, e),

@@ -2,7 +2,9 @@
 
 One iteration is one vector step of every game. The learner's updates for that iteration run
 between `actor.act` (actions sent to the C++ env threads) and `actor.recv`, so learning and
-emulation overlap. Updates are owed at one per `train_frequency` agent steps summed over games.
+emulation overlap. Updates are owed at one per `train_frequency` agent steps of each game, and
+each update samples `batch_size` transitions of every game: a G-game run gives each game the
+updates and samples per stored transition of a one-game run.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -
     else:  # separate and soft: a torso per game
         torso_of = list(range(len(games)))
     return {"action_counts": action_counts, "dueling": cfg.dueling, "torso_of": torso_of,
-            "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart", "norm": cfg.norm}
+            "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart", "norm": cfg.norm,
+            "padding": cfg.padding, "init": cfg.init}
 
 
 def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
@@ -63,8 +66,8 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
         task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
         soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, random_shift=cfg.random_shift,
-        reset_interval=cfg.reset_interval, target_tau=cfg.target_tau, device=cfg.device,
-        precision=cfg.precision)
+        intensity_noise=cfg.intensity_noise, reset_interval=cfg.reset_interval, target_tau=cfg.target_tau,
+        device=cfg.device, precision=cfg.precision)
 
 
 def auto_env_threads(num_games: int, envs_per_game: int) -> int:
@@ -85,7 +88,8 @@ class Trainer:
         self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
         self.games = resolve_games(cfg.suite)
-        self.protocol = replace(PROTOCOLS[cfg.protocol], max_frames_per_episode=cfg.max_episode_frames)
+        self.protocol = replace(PROTOCOLS[cfg.protocol], max_frames_per_episode=cfg.max_episode_frames,
+                                life_loss_terminal=PROTOCOLS[cfg.protocol].life_loss_terminal or cfg.life_loss_terminal)
         torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
         resumed_frames = min(state["frames"]) if state else 0
@@ -173,12 +177,13 @@ class Trainer:
         """Where transitions come from: every game's envs in this process (agents/distributed.py
         overrides this and `step` for Ray actors)."""
         return Actor(self.games, self.cfg.envs_per_game, self.protocol, self.cfg.seed, env_threads, self.cfg.device,
-                     env_seed=env_seed, life_loss_terminal=self.cfg.life_loss_terminal)
+                     env_seed=env_seed, life_loss_terminal=self.protocol.life_loss_terminal)
 
     def epsilon(self) -> np.ndarray:
+        """Per-game epsilon: epsilon_start until learning starts, then linear decay (Dopamine's schedule)."""
         cfg = self.cfg
-        return linear_epsilon(self.frames, cfg.epsilon_start, cfg.epsilon_end,
-                              cfg.exploration_fraction * cfg.frames_per_game)
+        return linear_epsilon(self.frames - cfg.learning_starts, cfg.epsilon_start, cfg.epsilon_end,
+                              cfg.epsilon_decay_frames)
 
     def step(self, epsilon: np.ndarray, phases: dict[str, float] | None = None) -> tuple[ActorStep, list[dict]]:
         """One vector step of every game: act, learn what is owed while the emulators step, store.
@@ -209,7 +214,7 @@ class Trainer:
         """The updates owed (at most `limit`), each on a task-balanced batch; their metrics."""
         updates = []
         if self.update_credit >= 1 and limit > 0:
-            ready = self.replay.ready_games(self.cfg.batch_size // len(self.games) + 1)
+            ready = self.replay.ready_games(self.cfg.batch_size)
             while ready and self.update_credit >= 1 and len(updates) < limit:
                 metrics = self._update(ready)
                 if metrics is not None:
@@ -218,14 +223,18 @@ class Trainer:
         return updates
 
     def count(self, frames: np.ndarray, learning: bool) -> None:
-        """Per-game frames received; once learning, each `train_frequency` agent steps owe one update."""
+        """Per-game frames received; once learning, each `train_frequency` agent steps per game owe an update."""
         self.frames += frames
         if learning:
-            self.update_credit += frames.sum() / FRAMESKIP / self.cfg.train_frequency
+            self.update_credit += frames.sum() / FRAMESKIP / len(self.games) / self.cfg.train_frequency
+
+    def sample(self, ready: list[int]):
+        """A task-balanced batch: `batch_size` transitions of each ready game."""
+        return self.replay.sample(self.cfg.batch_size * len(ready), ready)
 
     def _update(self, ready: list[int]) -> dict | None:
         try:
-            metrics = self.learner.update(self.replay.sample(self.cfg.batch_size, ready))
+            metrics = self.learner.update(self.sample(ready))
         except NonFiniteError as e:
             if self.cfg.on_nonfinite == "skip":
                 self.skipped_batches += 1

@@ -21,6 +21,7 @@ class Protocol:
     max_frames_per_episode: int = 108_000
     full_action_space: bool = False
     episodic_life: bool = False
+    life_loss_terminal: bool = False  # the learner's TD target stops at a lost life; the game goes on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -31,6 +32,10 @@ PROTOCOLS = {
     "machado": Protocol("machado", repeat_action_probability=0.25, noop_max=0),
     # DQN Nature: deterministic emulator, up to 30 no-op actions at the start of each episode.
     "classic": Protocol("classic", repeat_action_probability=0.0, noop_max=30),
+    # Atari 100k as Dopamine's atari_100k runs it (DER, DrQ(eps), SPR, BBF): deterministic emulator, up
+    # to 30 no-op starts (its MaxEpisodeEvalRunner, training and evaluation alike), a lost life is
+    # terminal for the learner while the game goes on, 27,000-step cap; evaluation plays to game over.
+    "atari100k": Protocol("atari100k", repeat_action_probability=0.0, noop_max=30, life_loss_terminal=True),
 }
 
 

@@ -1,4 +1,4 @@
-"""Balancing games' losses: weighted means and PCGrad by hand, PopArt statistics and output preservation."""
+"""Balancing games' losses: weighted sums and PCGrad by hand, PopArt statistics and output preservation."""
 
 import math
 
@@ -14,18 +14,18 @@ from test_learner import batch
 
 def test_pcgrad_projects_conflicting_gradients_by_hand():
     g = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
-    # g1.g2 = -1 < 0: g1' = g1 - (-1/2) g2 = (0.5, 0.5); g2' = g2 - (-1/1) g1 = (0, 1); mean (0.25, 0.75)
-    torch.testing.assert_close(pcgrad(g), torch.tensor([0.25, 0.75]))
+    # g1.g2 = -1 < 0: g1' = g1 - (-1/2) g2 = (0.5, 0.5); g2' = g2 - (-1/1) g1 = (0, 1); sum (0.5, 1.5)
+    torch.testing.assert_close(pcgrad(g), torch.tensor([0.5, 1.5]))
 
 
 def test_pcgrad_leaves_agreeing_gradients_alone():
     g = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    torch.testing.assert_close(pcgrad(g), g.mean(0))
+    torch.testing.assert_close(pcgrad(g), g.sum(0))
 
 
 def test_pcgrad_with_three_games_projects_only_the_conflicting_pair():
     g = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    expected = (torch.tensor([0.5, 0.5, 0.0]) + torch.tensor([0.0, 1.0, 0.0]) + torch.tensor([0.0, 0.0, 1.0])) / 3
+    expected = (torch.tensor([0.5, 0.5, 0.0]) + torch.tensor([0.0, 1.0, 0.0]) + torch.tensor([0.0, 0.0, 1.0]))
     torch.testing.assert_close(pcgrad(g, torch.Generator().manual_seed(3)), expected)
 
 
@@ -70,7 +70,7 @@ def test_popart_learner_trains_on_normalized_targets():
     assert torch.isfinite(out["loss"]) and learner.popart_nu[0].item() == pytest.approx(10000.0)
 
 
-def test_weighted_balance_is_the_weighted_mean_of_per_game_losses():
+def test_weighted_balance_is_the_weighted_sum_of_per_game_losses():
     net = MultiHeadQNetwork([2, 2])
     with torch.no_grad():
         net.heads.weight.zero_()
@@ -79,10 +79,10 @@ def test_weighted_balance_is_the_weighted_mean_of_per_game_losses():
     b = batch(rewards=[[0.5, 0, 0]] * 3 + [[3.0, 0, 0]], terminated=[True] * 4, steps=[1] * 4, game=[0, 0, 0, 1])
     out = learner.update(b)
     torch.testing.assert_close(out["per_game_loss"], torch.tensor([0.125, 2.5]))
-    torch.testing.assert_close(out["loss"], torch.tensor((2 * 0.125 + 2.5) / 3))
+    torch.testing.assert_close(out["loss"], torch.tensor(2 * 0.125 + 2.5))
 
 
-def test_pcgrad_learner_sets_projected_torso_gradients_and_mean_head_gradients():
+def test_pcgrad_learner_sets_projected_torso_gradients_and_summed_head_gradients():
     torch.manual_seed(0)
     learner = DQNLearner(MultiHeadQNetwork([2, 3]), balance="pcgrad", reward_clip=False, max_grad_norm=1e9)
     b = batch(rewards=[[1.0, 0, 0], [-2.0, 0, 0], [5.0, 0, 0], [0.3, 0, 0]], terminated=[True] * 4,
@@ -95,7 +95,7 @@ def test_pcgrad_learner_sets_projected_torso_gradients_and_mean_head_gradients()
     grads = [torch.cat([g.flatten() for g in torch.autograd.grad(per_game[k], shared, retain_graph=True)])
              for k in range(2)]
     assert grads[0] @ grads[1] != 0
-    head = torch.autograd.grad(per_game.mean(), learner.online.heads.weight, retain_graph=True)[0]
+    head = torch.autograd.grad(per_game.sum(), learner.online.heads.weight, retain_graph=True)[0]
     learner.optimizer.zero_grad()
     learner._pcgrad_backward(per_game, torch.tensor([True, True]))
     torso_grad = torch.cat([p.grad.flatten() for p in shared])

@@ -65,7 +65,7 @@ def test_per_game_losses_have_equal_weight_whatever_their_sample_counts(precisio
     b.rewards[3, 0] = 3.0
     out = learner.update(b)
     torch.testing.assert_close(out["per_game_loss"], torch.tensor([0.125, 2.5]))
-    torch.testing.assert_close(out["loss"], torch.tensor((0.125 + 2.5) / 2))
+    torch.testing.assert_close(out["loss"], torch.tensor(0.125 + 2.5))  # a sum: each game its own full gradient
     # the optimizer steps fp32 master weights whatever the forward precision
     assert all(p.dtype == torch.float32 for p in learner.online.parameters())
     assert all(s.dtype == torch.float32 for st in learner.optimizer.state.values() for s in st.values()
