@@ -24,6 +24,7 @@ import torch
 
 from agents.config import TrainConfig
 from agents.runner import Trainer, auto_env_threads
+from agents.update_cost import VARIANTS, update_costs
 from envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
 
 BLOCKS = 5  # each comparison alternates its two sides in this many blocks, so load drifts hit both
@@ -49,10 +50,13 @@ class Sizes:
     isolated_updates: int = 150  # updates timed alone for the ceiling, ours and SB3 each
     scale_steps: int = 20_000  # agent steps timed per scale point
     scale_games: tuple[int, ...] = (1, 5, 26, 57)
+    cost_updates: int = 10  # updates timed per block and variant in the update-cost comparison
+    cost_variants: tuple[str, ...] = tuple(VARIANTS)
 
 
 QUICK = Sizes(acting_steps=3_000, fill_steps=1_000, learn_warmup_steps=80, train_steps=600,
-              isolated_updates=30, scale_steps=3_000, scale_games=(1, 5, 57))
+              isolated_updates=30, scale_steps=3_000, scale_games=(1, 5, 57), cost_updates=2,
+              cost_variants=tuple(v for v in VARIANTS if not VARIANTS[v].compile))  # compiling takes ~40 s
 
 
 @dataclass
@@ -407,6 +411,9 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
     rows = scale_rates(sizes.scale_games, opts.scale_envs, sizes.scale_steps, threads=opts.threads,
                        precision=opts.precision, **args)
     out["scale"] = {"rows": rows, "max_games_vs_1_game": rows[-1]["vs_1_game"] if rows else float("nan")}
+
+    progress(f"update cost: {len(sizes.cost_variants)} variants of the update, side by side")
+    out["update_cost"] = update_costs(list(sizes.cost_variants), sizes.cost_updates, progress=progress)
 
     bpt = ours[opts.precision].bytes_per_transition
     out["memory"] = {"peak_rss_mb": peak_rss_mb(), "replay_bytes_per_transition": bpt,

@@ -86,6 +86,10 @@ def markdown_table(result: dict) -> str:
         f"torch {s['torch']}, {s['torch_threads']} torch thread(s), {s['cpu_count']} CPUs, load average "
         f"{load:.2f} at start; {result['elapsed_s']:.0f} s" + (" (quick)" if s["quick"] else ""),
     ]
+    lines += ["", "| update (fp32, batch 32 per game) | games | GFLOPs | ms | ms per game | vs first |",
+              "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['games']} | {r['gflops']:.2f} | {r['ms_per_update']:.1f} | "
+              f"{r['ms_per_game_update']:.1f} | {r['vs_first']:.2f} |" for r in result["update_cost"]]
     if load > 0.5 * (s["cpu_count"] or 1):
         lines.append("warning: the machine was busy: absolute rates are low and ratios are noisy")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from agents import benchmark
 from envs import PROTOCOLS, make_env
@@ -18,7 +19,9 @@ from scripts import bench
 from scripts.cli import main as cli_main
 
 TINY = benchmark.Sizes(acting_steps=200, fill_steps=80, learn_warmup_steps=16, train_steps=24, isolated_updates=2,
-                       scale_steps=120, scale_games=(1, 2))
+                       scale_steps=120, scale_games=(1, 2), cost_updates=1,
+                       cost_variants=("Nature torso, target network", "Nature torso, target = online",
+                                      "drq-eps (Dopamine torso, target = online)", "drq-eps, 4 games (4 x 32)"))
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +155,24 @@ def test_sb3_env_clips_rewards_for_learning_but_reports_raw_returns():
     assert raw_rewards.max() > 1  # pellets are worth 10: clipping did something
     assert dones.all() and infos[0]["TimeLimit.truncated"]
     assert infos[0]["episode"]["r"] == raw_rewards[:, 0].sum() and infos[0]["episode"]["l"] == 100
+
+
+def test_update_cost_rows_count_what_each_variant_computes(result):
+    """With the target synced every update the target's forward pass is gone: exactly one forward of
+    the 32 successor stacks fewer FLOPs. Four games cost about 4 one-game updates."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from agents.network import MultiHeadQNetwork
+
+    rows = {r["variant"]: r for r in result["update_cost"]}
+    assert list(rows) == list(TINY.cost_variants)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        MultiHeadQNetwork([18], dueling=True)(torch.zeros(32, 4, 84, 84), torch.zeros(32, dtype=torch.long))
+    forward = counter.get_total_flops() / 1e9
+    saved = rows["Nature torso, target network"]["gflops"] - rows["Nature torso, target = online"]["gflops"]
+    assert saved == pytest.approx(forward, rel=1e-9)
+    one, four = rows["drq-eps (Dopamine torso, target = online)"], rows["drq-eps, 4 games (4 x 32)"]
+    assert 3.9 < four["gflops"] / one["gflops"] < 4.1 and four["games"] == 4
+    for r in rows.values():
+        assert r["ms_per_update"] > 0 and math.isclose(r["ms_per_game_update"], r["ms_per_update"] / r["games"])
+    assert "| drq-eps, 4 games (4 x 32) | 4 |" in bench.markdown_table(result)

@@ -178,3 +178,21 @@ def test_a_lost_life_ends_the_td_target_but_not_the_game():
     assert batch.steps[0] == 2 and batch.terminated[0] and batch.rewards[0, 2] == 0
     np.testing.assert_array_equal(replay.stack(np.array([t + 1]), np.array([0]))[0], seen[t + 1, 0])
     assert seen[t + 1, 0, :3].any()  # frames from before the lost life are in the stack
+
+
+def test_a_window_stops_where_a_resumed_run_started_fresh_episodes():
+    """A run saved mid-episode and resumed: the last slot written before the save has no done flag and
+    the next slot is a fresh episode's `first`. That slot's outcome was never stored, so a window
+    bootstraps from its state and never takes the next episode's rewards."""
+    replay = GameReplay(capacity=20, lanes=1, n_step=3)
+    rows = [(1, True), (2, False), (3, False), (4, False), (5, False),  # saved after slot 4 (reward 5)
+            (10, True), (20, False), (30, False), (40, False)]  # resumed: a fresh episode
+    for slot, (r, first) in enumerate(rows):
+        replay.add(np.full((1, 84, 84), slot + 1, np.uint8), np.array([0]), np.array([r]), np.array([False]),
+                   np.array([False]), np.array([first]))
+    b = replay.transitions(np.array([2, 3, 5]), np.zeros(3, int), game_id=0)
+    assert b.rewards.tolist() == [[3, 4, 0], [4, 0, 0], [10, 20, 30]]
+    assert b.steps.tolist() == [2, 1, 3] and not b.terminated.any()
+    assert b.next_obs[:, -1, 0, 0].tolist() == [5, 5, 9]  # slot 4's own frame, then the new episode's
+    t, _ = replay.sample_indices(2000, np.random.default_rng(0))
+    assert 4 not in set(t.tolist())  # its outcome is unknown: never a transition start

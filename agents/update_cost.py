@@ -1,0 +1,89 @@
+"""What one gradient update costs, variant by variant, measured side by side (`mtdqn bench`).
+
+On a CPU the update is the whole cost of a data-efficient run (one update per agent step), so
+each way of making it cheaper is timed here against the others in alternating blocks, next to
+the update's FLOP count (torch's FlopCounterMode: convolutions and matmuls, forward and backward).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from agents.learner import DQNLearner
+from agents.network import MultiHeadQNetwork
+from agents.replay import Batch
+
+
+@dataclass(frozen=True)
+class Variant:
+    padding: str = "valid"  # valid: Nature torso (3,136 features); same: Dopamine's (7,744)
+    separate_target: bool = True  # a target network with its own forward (False: period 1, target = online)
+    games: int = 1  # batch_size (32) transitions of each game per update
+    compile: bool = False  # torch.compile of the network's forward (and so its backward)
+
+
+VARIANTS = {
+    "Nature torso, target network": Variant(),
+    "Nature torso, target = online": Variant(separate_target=False),
+    "Dopamine torso, target network": Variant(padding="same"),
+    "drq-eps (Dopamine torso, target = online)": Variant(padding="same", separate_target=False),
+    "drq-eps, torch.compile": Variant(padding="same", separate_target=False, compile=True),
+    "drq-eps, 4 games (4 x 32)": Variant(padding="same", separate_target=False, games=4),
+}
+
+
+def random_batch(games: int, per_game: int = 32, n_step: int = 10, seed: int = 0) -> Batch:
+    rng = np.random.default_rng(seed)
+    size = games * per_game
+    return Batch(obs=rng.integers(0, 256, (size, 4, 84, 84), dtype=np.uint8), action=rng.integers(0, 18, size),
+                 rewards=rng.random((size, n_step), dtype=np.float32), terminated=rng.random(size) < 0.05,
+                 steps=np.full(size, n_step), next_obs=rng.integers(0, 256, (size, 4, 84, 84), dtype=np.uint8),
+                 game=np.repeat(np.arange(games), per_game))
+
+
+def build(v: Variant, precision: str = "fp32") -> DQNLearner:
+    """The drq-eps learner (dueling, random shift 4, intensity 0.05, no clipping) in variant `v`."""
+    network = MultiHeadQNetwork([18] * v.games, dueling=True, padding=v.padding,
+                                init="xavier" if v.padding == "same" else "torch")
+    if v.compile:
+        network.forward = torch.compile(network.forward)
+    return DQNLearner(network, target_update_period=2000 if v.separate_target else 1, random_shift=4,
+                      intensity_noise=0.05, max_grad_norm=0.0, precision=precision)
+
+
+def flops(learner: DQNLearner, batch: Batch) -> int:
+    with FlopCounterMode(display=False) as counter:
+        learner.update(batch)
+    return counter.get_total_flops()
+
+
+def update_costs(names: list[str], updates: int, blocks: int = 5, progress=lambda message: None) -> list[dict]:
+    """ms per update of each variant (median over blocks, alternating) and GFLOPs per update."""
+    learners = {name: build(VARIANTS[name]) for name in names}
+    batches = {name: random_batch(VARIANTS[name].games) for name in names}
+    rows = {name: {"variant": name, "games": VARIANTS[name].games} for name in names}
+    for name in names:
+        start = time.perf_counter()
+        learners[name].update(batches[name])  # first call: allocations (and compilation)
+        rows[name]["first_update_s"] = time.perf_counter() - start
+        eager = learners[name] if not VARIANTS[name].compile else build(replace(VARIANTS[name], compile=False))
+        rows[name]["gflops"] = flops(eager, batches[name]) / 1e9
+        progress(f"update cost: {name} ready")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(blocks):
+        for name in names:
+            start = time.perf_counter()
+            for _ in range(updates):
+                learners[name].update(batches[name])
+            times[name].append(1000 * (time.perf_counter() - start) / updates)
+    base = float(np.median(times[names[0]]))
+    for name in names:
+        ms = float(np.median(times[name]))
+        rows[name] |= {"ms_per_update": ms, "vs_first": ms / base,
+                       "ms_per_game_update": ms / VARIANTS[name].games}
+    return [rows[name] for name in names]
