@@ -43,7 +43,7 @@ def test_random_shift_draws_every_offset_independently_per_stack():
 def test_the_learner_shifts_states_and_successors_independently(monkeypatch):
     """With random_shift on, the online net sees shifted obs; the n-step successors are shifted by other offsets."""
     seen = []
-    monkeypatch.setattr("agents.learner.random_shift", lambda x, pad: seen.append((pad, x.clone())) or x.flip(-1))
+    monkeypatch.setattr("agents.augment.random_shift", lambda x, pad: seen.append((pad, x.clone())) or x.flip(-1))
     net = MultiHeadQNetwork([3])
     learner = DQNLearner(net, random_shift=4)
     obs = np.random.default_rng(0).integers(0, 255, (4, 4, 84, 84), dtype=np.uint8)
