@@ -83,8 +83,10 @@ class TrainingStopped(RuntimeError):
 class Trainer:
     """Holds the run's components; `run()` trains to the frame budget. `state` resumes a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None, state: dict | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None, state: dict | None = None,
+                 progress_interval: float | None = None):
         self.cfg = cfg
+        self.progress_interval = progress_interval  # seconds between progress lines on stderr; None: none
         self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
         self.games = resolve_games(cfg.suite)
@@ -126,6 +128,7 @@ class Trainer:
         full_replay = self.replay.bytes_per_transition * cfg.replay_size * G / 2**30
         tqdm.write(f"{G} games x {E} envs, actions {self.actor.action_counts}; replay "
                    f"{self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full", file=sys.stderr)
+        progress = _Progress(self, self.progress_interval)
         restore_handlers = self._catch_signals()
         try:
             while self.frames.min() < budget and not self.stop_signal:
@@ -138,6 +141,7 @@ class Trainer:
                     window.add_episode(g, ret, length)
                     recent_return[g] = ret
                 bar.update(int(step.frames.sum()))
+                progress.maybe_print(recent_return, epsilon)
 
                 done_frames = int(self.frames.min())
                 if done_frames >= next_log or done_frames >= budget:
@@ -164,6 +168,7 @@ class Trainer:
         finally:
             restore_handlers()
             bar.close()
+        progress.maybe_print(recent_return, self.epsilon(), force=True)
         path = self.save()
         if self.stop_signal:
             self.actor.close()
@@ -278,7 +283,8 @@ class Trainer:
     def evaluate(self, frames_per_game: int) -> dict:
         cfg = self.cfg
         returns = run_episodes(self.learner.online, self.games, list(range(len(self.games))), self.protocol,
-                               cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device)
+                               cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device,
+                               progress=self.progress_interval is not None)
         report = summarize(returns, protocol=self.protocol, epsilon=cfg.eval_epsilon,
                            frames=dict(zip(self.games, map(int, self.frames))),
                            source=f"{self.run_dir} at {frames_per_game} frames per game")
@@ -351,6 +357,47 @@ class Trainer:
 def _next_multiple(frames: int, interval: int) -> int:
     """The first multiple of `interval` above `frames` (thresholds survive a resume)."""
     return (int(frames) // interval + 1) * interval
+
+
+class _Progress:
+    """One line on stderr every `interval` seconds of wall clock, for runs whose output goes to a file
+    (tqdm's bar is off there): frames per game done / budget, agent steps/s, updates, epsilon, the
+    latest return per game, ETA. `interval` None: no lines."""
+
+    def __init__(self, trainer: Trainer, interval: float | None):
+        self.trainer, self.interval = trainer, interval
+        self.start = self.last = time.perf_counter()
+        self.start_frames = int(trainer.frames.min())
+        self.last_total = int(trainer.frames.sum())
+
+    def maybe_print(self, recent_return: list[float], epsilon: np.ndarray, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.interval is None or not (force or now - self.last >= self.interval):
+            return
+        t, total = self.trainer, int(self.trainer.frames.sum())
+        print(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / FRAMESKIP
+                            / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
+                            (int(t.frames.min()) - self.start_frames) / max(now - self.start, 1e-9)),
+              file=sys.stderr, flush=True)
+        self.last, self.last_total = now, total
+
+
+def progress_line(games: list[str], frames: np.ndarray, budget: int, steps_per_s: float, updates: int,
+                  epsilon: np.ndarray, recent_return: list[float], frames_per_s: float) -> str:
+    """'progress: 1,200/2,000 frames per game (60%), 95 agent steps/s, 150 updates, epsilon 0.52,
+    return pong -21.0 breakout -, ETA 0:00:12' (frames per game: the slowest game's)."""
+    done = int(frames.min())
+    eps = "/".join(dict.fromkeys(f"{e:.3g}" for e in epsilon))
+    returns = " ".join(f"{g} {'-' if math.isnan(r) else f'{r:g}'}" for g, r in zip(games, recent_return))
+    left = max(budget - done, 0)
+    eta = "0:00:00" if not left else "?" if frames_per_s <= 0 else _clock(left / frames_per_s)
+    return (f"progress: {done:,}/{budget:,} frames per game ({100 * min(done / budget, 1):.0f}%), "
+            f"{steps_per_s:,.0f} agent steps/s, {updates:,} updates, epsilon {eps}, return {returns}, ETA {eta}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class _Window:

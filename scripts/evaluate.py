@@ -98,7 +98,8 @@ def main(argv: list[str]) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
     game_ids = [trained.index(g) for g in games]
-    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device)
+    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device,
+                           progress=True)
     frames = dict(zip(trained, state["frames"]))
     report = summarize(returns, protocol=protocol, epsilon=args.epsilon,
                        frames={g: frames[g] for g in games}, source=str(ckpt))

@@ -22,13 +22,17 @@ from scripts.cli import UsageError, parse_options
 # where a run executes, not what it learns: a resume may change them (a checkpoint fits either backend)
 BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_period", "chunk_steps")
 # a resumed run keeps its config; the budget may grow
-RESUME_FLAGS = {"--resume", "--frames-per-game", *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
+RESUME_FLAGS = {"--resume", "--frames-per-game", "--progress-interval", *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
 
 
 @dataclass
 class TrainArgs(TrainConfig):
     force: bool = False
     """Train into --out even if it already holds another run (its files are replaced)."""
+    progress_interval: float = 60.0
+    """Seconds between progress lines on stderr when it is not a terminal (a log file, a cluster job),
+    where the progress bar is off: frames per game done / budget, agent steps/s, updates, epsilon,
+    latest return per game, ETA. Not part of the run's config."""
     resume: str | None = None
     """Continue the run in this folder from its newest intact checkpoint, with its saved config
     (--frames-per-game may raise the budget)."""
@@ -56,11 +60,21 @@ def parse(argv: list[str]) -> TrainArgs:
         if extra:
             raise UsageError(f"--resume continues with the run's saved config; drop {', '.join(extra)} "
                              "(only --frames-per-game and the backend options may change)")
+    if args.progress_interval < 0:
+        raise UsageError(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
         validate(args)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return args
+
+
+def warn_if_cannot_learn(cfg: TrainConfig) -> None:
+    """A budget at or below learning_starts trains nothing, silently: say so before the run starts."""
+    if cfg.frames_per_game <= cfg.learning_starts:
+        print(f"mtdqn: warning: --frames-per-game {cfg.frames_per_game:,} <= --learning-starts "
+              f"{cfg.learning_starts:,}: no gradient update will happen; lower --learning-starts or raise "
+              "--frames-per-game", file=sys.stderr)
 
 
 def saved_config(run_dir: Path, changes: dict) -> TrainConfig:
@@ -100,6 +114,7 @@ def main(argv: list[str]) -> None:
             raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
                              f"continue it with --resume {run_dir}, or replace it with --force")
         cfg, state = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()}), None
+    warn_if_cannot_learn(cfg)
     from agents.runner import Trainer, TrainingStopped
 
     trainer_class = Trainer
@@ -125,7 +140,8 @@ def main(argv: list[str]) -> None:
                             entity=cfg.wandb_entity, group=cfg.wandb_group,
                             run_id=state.get("wandb_run_id") if state else None)
     try:
-        result = trainer_class(cfg, run_dir, tracker, state).run()
+        progress = None if sys.stderr.isatty() else args.progress_interval
+        result = trainer_class(cfg, run_dir, tracker, state, progress_interval=progress).run()
     except TrainingStopped as e:
         print(f"mtdqn: error: {e}", file=sys.stderr)
         sys.exit(3)
