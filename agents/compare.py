@@ -53,13 +53,14 @@ def load(path: str, label: str | None = None) -> Evaluated:
     curve = None
     if p.is_dir() and (p / "eval.json").is_file():
         p = p / "eval.json"
+    elif p.is_dir() and p.name.endswith("-evaluate") and _newest(p.glob("*/eval.json")):
+        p = _newest(p.glob("*/eval.json"))  # `mtdqn evaluate`'s folder of one checkpoint's evaluations
     elif p.is_dir():
         periodic = [f for f in (p / "evals").glob("frames_*/eval.json") if f.parent.name[7:].isdigit()]
-        candidates = sorted(periodic) or sorted((p / "evals").glob("*-evaluate/eval.json"),
-                                                key=lambda f: f.stat().st_mtime)
-        if not candidates:
+        evaluated = [*(p / "evals").glob("*-evaluate/eval.json"), *(p / "evals").glob("*-evaluate/*/eval.json")]
+        p = (sorted(periodic) or [None])[-1] or _newest(evaluated)
+        if p is None:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
-        p = candidates[-1]
         curve = learning_curves(Path(path)).get("iqm") if periodic else None
     elif not p.is_file():
         raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
@@ -77,8 +78,14 @@ def load(path: str, label: str | None = None) -> Evaluated:
         if h is not None:
             scores[r["game"]] = np.asarray(h)
             frames[r["game"]] = r.get("frames")
-    name = label or (p.parent.parent.parent.name if p.parent.parent.name == "evals" else p.parent.name)
+    evals = next((a for a in p.parents if a.name == "evals"), None)
+    name = label or (evals.parent.name if evals else p.parent.name)
     return Evaluated(name, str(p), frames, scores, curve)
+
+
+def _newest(reports) -> Path | None:
+    """The most recently written of some eval.json files (None if there are none)."""
+    return max(reports, key=lambda f: f.stat().st_mtime, default=None)
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import tyro
 
-from agents.compare import CompareError, compare, load_merged, markdown, write
 from scripts.cli import UsageError, parse_options
 
 
@@ -37,6 +36,8 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    from agents.compare import CompareError, compare, load_merged, markdown, write  # ale-py: after parsing
+
     try:
         runs = [load_merged(path, label) for path, label in zip(args.runs, labels)]
         names = [r.label for r in runs]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from agents import checkpoint
 from agents.config import ConfigError, TrainConfig, from_yaml, preset_options, validate
-from envs import resolve_games
-from scripts.cli import UsageError, parse_options
+from scripts.cli import UsageError, exit_interrupted, parse_options
+
+# torch and ale-py load only after the arguments parse: `-h` and a typo answer at once
 
 # where a run executes, not what it learns: a resume may change them (a checkpoint fits either backend)
 BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_period", "chunk_steps")
@@ -90,8 +90,40 @@ def saved_config(run_dir: Path, changes: dict) -> TrainConfig:
     return validate(cfg)
 
 
+def check_out(run_dir: Path, force: bool) -> None:
+    """--out must be new, empty, or a run (replaced only with --force): never a folder of other things,
+    such as runs/ itself."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
+    if (run_dir / "config.yaml").exists():
+        if not force:
+            raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
+                             f"continue it with --resume {run_dir}, or replace it with --force")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UsageError(f"--out {str(run_dir)!r} is not empty and holds no run (no config.yaml): choose a new "
+                         f"or empty folder, e.g. {run_dir / 'NAME'}")
+
+
+def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
+    """Ctrl-C before the loop took over signals: what a new run wrote before its first checkpoint is
+    removed (it would only block its --out; an empty folder given as --out stays), anything else is
+    left resumable. One line, exit code 130, no traceback."""
+    from agents import checkpoint
+
+    if owned and checkpoint.latest(run_dir) is None:
+        for item in list(run_dir.iterdir()) if run_dir.is_dir() else []:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        if not existed:
+            run_dir.rmdir()
+        exit_interrupted(f"interrupted before the first checkpoint: nothing kept in {run_dir}")
+    exit_interrupted(f"interrupted: resume with mtdqn train --resume {run_dir}")
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
+    from agents import checkpoint
+    from envs import resolve_games
+
     if args.resume:
         run_dir = Path(args.resume)
         given = _flags(argv)
@@ -108,13 +140,17 @@ def main(argv: list[str]) -> None:
     else:
         resolve_games(args.suite)  # unknown games fail here, before any folder or emulator exists
         run_dir = Path(args.out)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
-        if (run_dir / "config.yaml").exists() and not args.force:
-            raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
-                             f"continue it with --resume {run_dir}, or replace it with --force")
+        check_out(run_dir, args.force)
         cfg, state = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()}), None
     warn_if_cannot_learn(cfg)
+    owned, existed = not args.resume and not (run_dir / "config.yaml").exists(), run_dir.exists()
+    try:
+        train(cfg, state, run_dir, args, argv)
+    except KeyboardInterrupt:
+        interrupted(run_dir, owned, existed)
+
+
+def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]) -> None:
     from agents.runner import Trainer, TrainingStopped
 
     trainer_class = Trainer
