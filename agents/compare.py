@@ -115,6 +115,13 @@ def compare(runs: list[Evaluated]) -> dict:
     games = [g for g in runs[0].hns if all(g in r.hns for r in runs[1:])]
     if not games:
         raise CompareError("the runs share no game with a human reference score")
+    notes = [f"{g} is not in every run (missing from {', '.join(r.label for r in runs if g not in r.hns)}): "
+             "dropped from the comparison" for g in dict.fromkeys(g for r in runs for g in r.hns) if g not in games]
+    budgets = {r.label: frames_per_game(r, games) for r in runs}
+    trained = [max(known) for r in runs if (known := {r.frames.get(g) for g in games} - {None})]
+    if trained and max(trained) > 1.01 * min(trained):  # not the few frames a run overshoots its budget by
+        notes.append("the runs were trained for different frames per game ("
+                     + "; ".join(f"{l} {b}" for l, b in budgets.items()) + "): their scores are not at one budget")
     ref = runs[0]
     rows = []
     for g in games:
@@ -141,8 +148,17 @@ def compare(runs: list[Evaluated]) -> dict:
     # time to score: the first periodic evaluation at which a run matched the reference's final IQM
     matched = {r.label: next((f for f, v in r.iqm_curve if v >= target), None) for r in runs[1:] if r.iqm_curve}
     return {"reference": ref.label, "runs": {r.label: r.source for r in runs}, "games": rows,
-            "aggregates": aggregates, "probability_of_improvement": improvement,
-            "frames_to_reference_iqm": matched}
+            "frames_per_game": budgets, "aggregates": aggregates, "probability_of_improvement": improvement,
+            "frames_to_reference_iqm": matched, "warnings": notes}
+
+
+def frames_per_game(run: Evaluated, games: list[str]) -> str:
+    """The frames per game a run was trained for on the compared games, as text: '400,000', or
+    '100,000-400,000' if its games differ, '?' if its reports do not say."""
+    known = sorted({run.frames.get(g) for g in games} - {None})
+    if not known:
+        return "?"
+    return f"{known[0]:,}" if len(known) == 1 else f"{known[0]:,}-{known[-1]:,}"
 
 
 def markdown(result: dict) -> str:
@@ -157,11 +173,11 @@ def markdown(result: dict) -> str:
         cells += ["n/a" if row["ratio"][l] is None else f"{row['ratio'][l]:.2f}" for l in others]
         cells.append(", ".join(row["negative_transfer"]) or "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "", "| run | IQM | median | mean |",
-              "|---|---|---|---|"]
+    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "", "| run | frames per game | IQM | median | mean |",
+              "|---|---:|---|---|---|"]
     for l in labels:
         agg = result["aggregates"][l]
-        lines.append(f"| {l} | " + " | ".join(f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]"
+        lines.append(f"| {l} | {result['frames_per_game'][l]} | " + " | ".join(f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]"
                                                for m in ("iqm", "median", "mean")) + " |")
     lines += ["", f"Probability of improvement over {ref} (rliable, 95% CI):", "", "| run | P(run > reference) |",
               "|---|---|"]

@@ -45,6 +45,7 @@ def parse_options(cls, argv: list[str], prog: str, description: str, default=Non
 
     import tyro
 
+    argv = integral_numbers(cls, argv)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -59,6 +60,28 @@ def parse_options(cls, argv: list[str], prog: str, description: str, default=Non
         lines = [" ".join(line.split()) for line in head.splitlines() if line.strip()]
         words = " ".join(lines[1:] if len(lines) > 1 else lines)  # drop the box title
         fail(f"{words or 'bad arguments'} (see {prog} -h)")
+
+
+def integral_numbers(cls, argv: list[str]) -> list[str]:
+    """`--frames-per-game 1e5` as 100000: integer options take integral scientific notation too
+    (tyro's int() would refuse it); anything else is left for the parser to judge."""
+    import typing
+
+    from agents.config import number_kind, parse_number
+
+    flags = {f"--{name.replace('_', '-')}" for name, hint in typing.get_type_hints(cls).items()
+             if number_kind(hint) == "int"}
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag not in flags:
+            continue
+        j = i if eq else i + 1
+        text = value if eq else (out[j] if j < len(out) else None)
+        number = None if text is None else parse_number(text, integer=True)
+        if number is not None:
+            out[j] = f"{flag}={number}" if eq else str(number)
+    return out
 
 
 def usage() -> str:
