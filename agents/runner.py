@@ -33,7 +33,7 @@ from agents.learner import DQNLearner, NonFiniteError
 from agents.network import MultiHeadQNetwork
 from agents.replay import TaskBalancedReplay
 from agents.tracking import Tracker
-from envs import FRAMESKIP, PROTOCOLS, resolve_games
+from envs import FRAMESKIP, PROTOCOLS, hns, resolve_games
 
 
 def library_versions() -> dict[str, str]:
@@ -107,6 +107,7 @@ class Trainer:
         self.skipped_batches = 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
         self.stop_signal: str | None = None
+        self.last_batch = None  # the newest update's batch: per-game Q at each log
         if state:
             self.restore(state)
         else:  # a run restarted from nothing keeps no stale rows
@@ -148,7 +149,8 @@ class Trainer:
                     now = time.perf_counter()
                     total = int(self.frames.sum())
                     fps = (total - last_frames) / max(now - last_time, 1e-9)
-                    self.tracker.log(window.flush(self.games, epsilon) | {
+                    self.tracker.log(window.flush(self.games, epsilon) | self.per_game_q() | {
+                        "train/learning_rate": self.learner.optimizer.param_groups[0]["lr"],
                         "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / FRAMESKIP,
                         "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
                         "perf/skipped_batches": self.skipped_batches, "replay/transitions": len(self.replay),
@@ -239,7 +241,8 @@ class Trainer:
 
     def _update(self, ready: list[int]) -> dict | None:
         try:
-            metrics = self.learner.update(self.sample(ready))
+            self.last_batch = self.sample(ready)
+            metrics = self.learner.update(self.last_batch)
         except NonFiniteError as e:
             if self.cfg.on_nonfinite == "skip":
                 self.skipped_batches += 1
@@ -253,6 +256,19 @@ class Trainer:
         if interval and len(ready) > 1 and self.learner.updates % interval == 0:
             self.measure_transfer(ready)
         return metrics
+
+    def per_game_q(self) -> dict:
+        """Mean Q(s, a) per game on the newest update's batch: one forward per log, no gradient and
+        no random numbers (the run stays what it would be without it)."""
+        batch = self.last_batch
+        if batch is None:
+            return {}
+        device = self.learner.device
+        game = torch.from_numpy(batch.game).to(device)
+        with torch.no_grad():
+            q = self.learner.online(torch.from_numpy(batch.obs).to(device), game).float()
+            q = q.gather(1, torch.from_numpy(batch.action).to(device)[:, None]).squeeze(1)
+        return {f"train/{self.games[g]}/q_mean": float(q[game == g].mean()) for g in np.unique(batch.game)}
 
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
         """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
@@ -308,7 +324,7 @@ class Trainer:
             "learning_starts": int(self.learning_starts),
             "rng": {"actor": self.actor.rng.bit_generator.state, "replay": self.replay.rng.bit_generator.state,
                     "torch": torch.get_rng_state()},
-            "wandb_run_id": self.tracker.run_id, "versions": library_versions(),
+            "wandb_run_id": self.tracker.run_id, "wandb": self.tracker.segment(), "versions": library_versions(),
         }
 
     def restore(self, state: dict) -> None:
@@ -412,6 +428,7 @@ class _Window:
         self.loss_sum = None
         self.loss_count = None
         self.q = []
+        self.grad_norm = []
         self.soft_penalty = []
         self.updates = 0
 
@@ -428,6 +445,7 @@ class _Window:
         self.loss_sum += torch.nan_to_num(per_game)
         self.loss_count += present
         self.q.append(metrics["q"])
+        self.grad_norm.append(metrics["grad_norm"])
         if "soft_penalty" in metrics:
             self.soft_penalty.append(metrics["soft_penalty"])
         self.updates += 1
@@ -438,6 +456,10 @@ class _Window:
             out[f"train/{name}/epsilon"] = float(epsilon[g])
             if self.returns[g]:
                 out[f"train/{name}/episodic_return"] = float(np.mean(self.returns[g]))
+                out[f"train/{name}/raw_std"] = float(np.std(self.returns[g]))
+                normalized = hns(name, self.returns[g])
+                if normalized is not None:
+                    out[f"train/{name}/hns"] = float(np.mean(normalized))
                 out[f"train/{name}/episode_frames"] = float(np.mean(self.lengths[g]))
         if self.updates:
             losses = (self.loss_sum / self.loss_count.clamp(min=1)).tolist()
@@ -446,6 +468,7 @@ class _Window:
                     out[f"train/{name}/td_loss"] = losses[g]
             out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
             out["train/q_mean"] = float(torch.stack(self.q).mean())
+            out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
         if self.soft_penalty:
             out["train/soft_penalty"] = float(torch.stack(self.soft_penalty).mean())
         self.reset()

@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
 
     tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
                             entity=cfg.wandb_entity, group=cfg.wandb_group,
-                            run_id=state.get("wandb_run_id") if state else None)
+                            previous=state.get("wandb") if state else None)
     try:
         progress = None if sys.stderr.isatty() else args.progress_interval
         result = trainer_class(cfg, run_dir, tracker, state, progress_interval=progress).run()

@@ -193,13 +193,18 @@ def test_resume_without_saved_replay_refills_before_learning(tmp_path):
     assert t.learning_starts == 1200 + 800 and len(t.replay) == 0
 
 
-def test_resumed_tracked_run_keeps_its_wandb_run_id(tmp_path):
+def test_resumed_offline_run_is_a_new_wandb_run_in_the_same_group(tmp_path):
+    import wandb_records
+    from test_cli import source_env
+
     run = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = source_env(WANDB_MODE="offline")
     for args in ([*SMALL, "--frames-per-game", "800", "--track", "--out", run], ["--resume", run, "--frames-per-game", "1200"]):
         proc = subprocess.run([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=tmp_path,
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
     runs = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # same id, two segments
+    records = [wandb_records.run_record(next(r.glob("run-*.wandb"))) for r in runs]
+    assert len(runs) == 2 and records[0].run_id != records[1].run_id  # a second id: _step and history stay whole
+    assert records[0].run_group == records[1].run_group
     assert checkpoint_frames(run)[-1] >= 1200
