@@ -173,12 +173,12 @@ def markdown(result: dict) -> str:
         cells += ["n/a" if row["ratio"][l] is None else f"{row['ratio'][l]:.2f}" for l in others]
         cells.append(", ".join(row["negative_transfer"]) or "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "", "| run | frames per game | IQM | median | mean |",
-              "|---|---:|---|---|---|"]
+    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "",
+              "| run | frames per game | IQM | median | mean |", "|---|---:|---|---|---|"]
     for l in labels:
         agg = result["aggregates"][l]
-        lines.append(f"| {l} | {result['frames_per_game'][l]} | " + " | ".join(f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]"
-                                               for m in ("iqm", "median", "mean")) + " |")
+        cells = [f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]" for m in ("iqm", "median", "mean")]
+        lines.append(f"| {l} | {result['frames_per_game'][l]} | " + " | ".join(cells) + " |")
     lines += ["", f"Probability of improvement over {ref} (rliable, 95% CI):", "", "| run | P(run > reference) |",
               "|---|---|"]
     for l in others:

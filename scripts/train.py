@@ -22,7 +22,8 @@ from scripts.cli import UsageError, exit_interrupted, parse_options
 # where a run executes, not what it learns: a resume may change them (a checkpoint fits either backend)
 BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_period", "chunk_steps")
 # a resumed run keeps its config; the budget may grow
-RESUME_FLAGS = {"--resume", "--frames-per-game", "--progress-interval", *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
+RESUME_FLAGS = {"--resume", "--frames-per-game", "--progress-interval",
+                *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
 
 
 @dataclass
@@ -113,7 +114,7 @@ def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
     if owned and checkpoint.latest(run_dir) is None:
         for item in list(run_dir.iterdir()) if run_dir.is_dir() else []:
             shutil.rmtree(item) if item.is_dir() else item.unlink()
-        if not existed:
+        if not existed and run_dir.exists():
             run_dir.rmdir()
         exit_interrupted(f"interrupted before the first checkpoint: nothing kept in {run_dir}")
     exit_interrupted(f"interrupted: resume with mtdqn train --resume {run_dir}")

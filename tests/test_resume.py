@@ -1,7 +1,6 @@
 """Never lose a run: kill -9 and resume, Ctrl-C, corrupt checkpoints, finished runs, determinism."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import torch
 from agents import checkpoint
 from agents.config import TrainConfig
 from agents.runner import Trainer
+from test_cli import source_env
 
 SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts", "800", "--eval-interval", "0",
          "--eval-episodes", "1", "--max-episode-frames", "800", "--replay-size", "2000", "--log-interval", "400",
@@ -24,7 +24,7 @@ SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts
 def start(*args, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "WANDB_MODE": "disabled"})
+                            env=source_env(WANDB_MODE="disabled"))
 
 
 def wait_for_checkpoint_line(proc: subprocess.Popen) -> bool:
@@ -195,7 +195,6 @@ def test_resume_without_saved_replay_refills_before_learning(tmp_path):
 
 def test_resumed_offline_run_is_a_new_wandb_run_in_the_same_group(tmp_path):
     import wandb_records
-    from test_cli import source_env
 
     run = tmp_path / "run"
     env = source_env(WANDB_MODE="offline")

@@ -50,7 +50,8 @@ def test_compare_warns_for_dropped_games_and_different_budgets(tmp_path):
     result = compare([load(str(a)), load(str(b))])
     assert result["warnings"] == [
         "qbert is not in every run (missing from b): dropped from the comparison",
-        "the runs were trained for different frames per game (a 400,000; b 100,000): their scores are not at one budget"]
+        "the runs were trained for different frames per game (a 400,000; b 100,000): "
+        "their scores are not at one budget"]
     assert result["frames_per_game"] == {"a": "400,000", "b": "100,000"}
     assert "| a | 400,000 | " in markdown(result) and "| b | 100,000 | " in markdown(result)
     proc = mtdqn("compare", a, b, "--out", tmp_path / "cmp", cwd=tmp_path)
