@@ -53,13 +53,14 @@ def load(path: str, label: str | None = None) -> Evaluated:
     curve = None
     if p.is_dir() and (p / "eval.json").is_file():
         p = p / "eval.json"
+    elif p.is_dir() and p.name.endswith("-evaluate") and _newest(p.glob("*/eval.json")):
+        p = _newest(p.glob("*/eval.json"))  # `mtdqn evaluate`'s folder of one checkpoint's evaluations
     elif p.is_dir():
         periodic = [f for f in (p / "evals").glob("frames_*/eval.json") if f.parent.name[7:].isdigit()]
-        candidates = sorted(periodic) or sorted((p / "evals").glob("*-evaluate/eval.json"),
-                                                key=lambda f: f.stat().st_mtime)
-        if not candidates:
+        evaluated = [*(p / "evals").glob("*-evaluate/eval.json"), *(p / "evals").glob("*-evaluate/*/eval.json")]
+        p = (sorted(periodic) or [None])[-1] or _newest(evaluated)
+        if p is None:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
-        p = candidates[-1]
         curve = learning_curves(Path(path)).get("iqm") if periodic else None
     elif not p.is_file():
         raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
@@ -77,8 +78,14 @@ def load(path: str, label: str | None = None) -> Evaluated:
         if h is not None:
             scores[r["game"]] = np.asarray(h)
             frames[r["game"]] = r.get("frames")
-    name = label or (p.parent.parent.parent.name if p.parent.parent.name == "evals" else p.parent.name)
+    evals = next((a for a in p.parents if a.name == "evals"), None)
+    name = label or (evals.parent.name if evals else p.parent.name)
     return Evaluated(name, str(p), frames, scores, curve)
+
+
+def _newest(reports) -> Path | None:
+    """The most recently written of some eval.json files (None if there are none)."""
+    return max(reports, key=lambda f: f.stat().st_mtime, default=None)
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -108,6 +115,13 @@ def compare(runs: list[Evaluated]) -> dict:
     games = [g for g in runs[0].hns if all(g in r.hns for r in runs[1:])]
     if not games:
         raise CompareError("the runs share no game with a human reference score")
+    notes = [f"{g} is not in every run (missing from {', '.join(r.label for r in runs if g not in r.hns)}): "
+             "dropped from the comparison" for g in dict.fromkeys(g for r in runs for g in r.hns) if g not in games]
+    budgets = {r.label: frames_per_game(r, games) for r in runs}
+    trained = [max(known) for r in runs if (known := {r.frames.get(g) for g in games} - {None})]
+    if trained and max(trained) > 1.01 * min(trained):  # not the few frames a run overshoots its budget by
+        notes.append("the runs were trained for different frames per game ("
+                     + "; ".join(f"{l} {b}" for l, b in budgets.items()) + "): their scores are not at one budget")
     ref = runs[0]
     rows = []
     for g in games:
@@ -134,8 +148,17 @@ def compare(runs: list[Evaluated]) -> dict:
     # time to score: the first periodic evaluation at which a run matched the reference's final IQM
     matched = {r.label: next((f for f, v in r.iqm_curve if v >= target), None) for r in runs[1:] if r.iqm_curve}
     return {"reference": ref.label, "runs": {r.label: r.source for r in runs}, "games": rows,
-            "aggregates": aggregates, "probability_of_improvement": improvement,
-            "frames_to_reference_iqm": matched}
+            "frames_per_game": budgets, "aggregates": aggregates, "probability_of_improvement": improvement,
+            "frames_to_reference_iqm": matched, "warnings": notes}
+
+
+def frames_per_game(run: Evaluated, games: list[str]) -> str:
+    """The frames per game a run was trained for on the compared games, as text: '400,000', or
+    '100,000-400,000' if its games differ, '?' if its reports do not say."""
+    known = sorted({run.frames.get(g) for g in games} - {None})
+    if not known:
+        return "?"
+    return f"{known[0]:,}" if len(known) == 1 else f"{known[0]:,}-{known[-1]:,}"
 
 
 def markdown(result: dict) -> str:
@@ -150,12 +173,12 @@ def markdown(result: dict) -> str:
         cells += ["n/a" if row["ratio"][l] is None else f"{row['ratio'][l]:.2f}" for l in others]
         cells.append(", ".join(row["negative_transfer"]) or "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "", "| run | IQM | median | mean |",
-              "|---|---|---|---|"]
+    lines += ["", "Aggregate HNS (95% stratified-bootstrap CIs):", "",
+              "| run | frames per game | IQM | median | mean |", "|---|---:|---|---|---|"]
     for l in labels:
         agg = result["aggregates"][l]
-        lines.append(f"| {l} | " + " | ".join(f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]"
-                                               for m in ("iqm", "median", "mean")) + " |")
+        cells = [f"{agg[m]['value']:.3f} [{agg[m]['ci_low']:.3f}, {agg[m]['ci_high']:.3f}]" for m in ("iqm", "median", "mean")]
+        lines.append(f"| {l} | {result['frames_per_game'][l]} | " + " | ".join(cells) + " |")
     lines += ["", f"Probability of improvement over {ref} (rliable, 95% CI):", "", "| run | P(run > reference) |",
               "|---|---|"]
     for l in others:

@@ -158,8 +158,9 @@ class TrainConfig:
     """YAML file of options; flags on the command line override it (and it overrides --preset)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Network forward passes (acting and learning) in fp32, or in bfloat16 autocast with weights,
-    optimizer, targets and loss in fp32. bf16 is much faster where the hardware has it (CPUs with
-    AMX or AVX512-BF16, CUDA from Ampere; README, Performance) and slower on CPUs without it."""
+    optimizer, targets and loss in fp32. Measured on a Nature-DQN update at batch 32: with AMX, bf16
+    was faster (24.5 ms vs 38.8 ms fp32); on a CPU with AVX512-BF16 but no AMX it was slower (77.7 ms
+    vs 57.4 ms fp32). Check `lscpu` for amx, or let `mtdqn bench` say which is faster here."""
 
     backend: Literal["local", "ray"] = "local"
     """local: this process steps every env; ray: --num-actors Ray actors step them, this process learns."""
@@ -334,11 +335,48 @@ def from_yaml(path: str) -> dict:
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"unknown option {key!r} in {path}{hint}")
+        value = _yaml_number(value, hints[name])
         if not _type_ok(value, hints[name]):
             raise ConfigError(f"option {key!r} in {path} has {type(value).__name__} value {value!r}, "
                               f"expected {_type_name(hints[name])}")
         out[name] = float(value) if hints[name] is float else value
     return out
+
+
+def parse_number(text: str, integer: bool) -> int | float | None:
+    """'1e5' as a number, for a field of that kind: an integer only when the value is integral
+    ('2.5e3' -> 2500, '1e-3' -> None), so scientific notation works for counts as for rates."""
+    import math
+
+    text = text.strip()
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        pass
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    if not integer:
+        return x
+    return int(x) if math.isfinite(x) and x.is_integer() else None
+
+
+def number_kind(hint) -> str | None:
+    """'int' or 'float' for a field of that type (optional or not), else None."""
+    import typing
+
+    kinds = {h for h in (typing.get_args(hint) or (hint,)) if h is not type(None)}
+    return {frozenset({int}): "int", frozenset({float}): "float"}.get(frozenset(kinds))
+
+
+def _yaml_number(value, hint):
+    """PyYAML reads 1e-3 and 1e5 (no dot) as strings: numbers for numeric fields, other values as they are."""
+    kind = number_kind(hint)
+    if isinstance(value, str) and kind:
+        number = parse_number(value, integer=kind == "int")
+        return value if number is None else number
+    return value
 
 
 def _type_ok(value, hint) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,14 @@ EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with trai
 
 
 def run_episodes(network, games: list[str], game_ids: list[int], protocol: Protocol, episodes: int,
-                 epsilon: float, seed: int, device="cpu", env_threads: int = 1) -> dict[str, np.ndarray]:
-    """Raw episode returns, [episodes] per game; game_ids index the network's heads."""
+                 epsilon: float, seed: int, device="cpu", env_threads: int = 1,
+                 progress: bool = False) -> dict[str, np.ndarray]:
+    """Raw episode returns, [episodes] per game; game_ids index the network's heads.
+
+    `progress`: a line on stderr as each game finishes, so an evaluation whose output goes to a
+    file shows it is alive long before its table."""
     device = torch.device(device)
+    start, reported = time.perf_counter(), set()
     envs = [make_env(g, episodes, protocol, num_threads=env_threads) for g in games]
     obs = np.concatenate([env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + i * episodes)[0]
                           for i, env in enumerate(envs)])
@@ -43,10 +50,21 @@ def run_episodes(network, games: list[str], game_ids: list[int], protocol: Proto
         returns += np.concatenate([r[1] for r in results]) * running
         done = np.concatenate([r[2] | r[3] for r in results])
         running &= ~done
+        for i, g in enumerate(games):
+            if progress and i not in reported and not running[i * episodes:(i + 1) * episodes].any():
+                reported.add(i)
+                print(game_done_line(g, returns[i * episodes:(i + 1) * episodes], time.perf_counter() - start),
+                      file=sys.stderr, flush=True)
     network.train()
     for env in envs:
         env.close()
     return {g: returns[i * episodes:(i + 1) * episodes] for i, g in enumerate(games)}
+
+
+def game_done_line(game: str, returns: np.ndarray, seconds: float) -> str:
+    """'evaluate: pong done, 2 episodes, mean return -21.0 (std 0.0), 12.3 s'."""
+    return (f"evaluate: {game} done, {len(returns)} episode{'s' if len(returns) != 1 else ''}, mean return "
+            f"{np.mean(returns):g} (std {np.std(returns):g}), {seconds:.1f} s")
 
 
 def record_video(network, game: str, game_id: int, protocol: Protocol, epsilon: float, seed: int,
@@ -181,6 +199,17 @@ def learning_curves(run_dir: Path, up_to: int | None = None) -> dict[str, list[t
 
 def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
     """HNS against frames per game, a line per game and the IQM dashed, so stalled games stand out."""
+    import matplotlib.pyplot as plt
+
+    fig = learning_curve_figure(curves)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def learning_curve_figure(curves: dict[str, list[tuple[int, float]]]):
+    """The figure of `plot_learning_curves`. Until a curve has two points it says so in words, and
+    with no game to label it draws no legend (matplotlib would warn about an empty one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,8 +224,12 @@ def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path)
     ax.set_xlabel("frames per game")
     ax.set_ylabel("human-normalized score")
     ax.set_title("evaluation HNS during training")
-    ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="best")
+    if not curves:
+        ax.text(0.5, 0.5, "no evaluation of a game with a human reference yet", transform=ax.transAxes,
+                ha="center", va="center")
+    elif max(len(points) for points in curves.values()) == 1:
+        ax.text(0.5, 0.95, "one evaluation so far", transform=ax.transAxes, ha="center", va="top")
+    if curves:
+        ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

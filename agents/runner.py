@@ -33,7 +33,7 @@ from agents.learner import DQNLearner, NonFiniteError
 from agents.network import MultiHeadQNetwork
 from agents.replay import TaskBalancedReplay
 from agents.tracking import Tracker
-from envs import FRAMESKIP, PROTOCOLS, resolve_games
+from envs import FRAMESKIP, PROTOCOLS, hns, resolve_games
 
 
 def library_versions() -> dict[str, str]:
@@ -83,8 +83,10 @@ class TrainingStopped(RuntimeError):
 class Trainer:
     """Holds the run's components; `run()` trains to the frame budget. `state` resumes a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None, state: dict | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None, state: dict | None = None,
+                 progress_interval: float | None = None):
         self.cfg = cfg
+        self.progress_interval = progress_interval  # seconds between progress lines on stderr; None: none
         self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
         self.games = resolve_games(cfg.suite)
@@ -105,6 +107,7 @@ class Trainer:
         self.skipped_batches = 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
         self.stop_signal: str | None = None
+        self.last_batch = None  # the newest update's batch: per-game Q at each log
         if state:
             self.restore(state)
         else:  # a run restarted from nothing keeps no stale rows
@@ -126,6 +129,7 @@ class Trainer:
         full_replay = self.replay.bytes_per_transition * cfg.replay_size * G / 2**30
         tqdm.write(f"{G} games x {E} envs, actions {self.actor.action_counts}; replay "
                    f"{self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full", file=sys.stderr)
+        progress = _Progress(self, self.progress_interval)
         restore_handlers = self._catch_signals()
         try:
             while self.frames.min() < budget and not self.stop_signal:
@@ -138,13 +142,15 @@ class Trainer:
                     window.add_episode(g, ret, length)
                     recent_return[g] = ret
                 bar.update(int(step.frames.sum()))
+                progress.maybe_print(recent_return, epsilon)
 
                 done_frames = int(self.frames.min())
                 if done_frames >= next_log or done_frames >= budget:
                     now = time.perf_counter()
                     total = int(self.frames.sum())
                     fps = (total - last_frames) / max(now - last_time, 1e-9)
-                    self.tracker.log(window.flush(self.games, epsilon) | {
+                    self.tracker.log(window.flush(self.games, epsilon) | self.per_game_q() | {
+                        "train/learning_rate": self.learner.optimizer.param_groups[0]["lr"],
                         "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / FRAMESKIP,
                         "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
                         "perf/skipped_batches": self.skipped_batches, "replay/transitions": len(self.replay),
@@ -164,6 +170,7 @@ class Trainer:
         finally:
             restore_handlers()
             bar.close()
+        progress.maybe_print(recent_return, self.epsilon(), force=True)
         path = self.save()
         if self.stop_signal:
             self.actor.close()
@@ -234,7 +241,8 @@ class Trainer:
 
     def _update(self, ready: list[int]) -> dict | None:
         try:
-            metrics = self.learner.update(self.sample(ready))
+            self.last_batch = self.sample(ready)
+            metrics = self.learner.update(self.last_batch)
         except NonFiniteError as e:
             if self.cfg.on_nonfinite == "skip":
                 self.skipped_batches += 1
@@ -248,6 +256,19 @@ class Trainer:
         if interval and len(ready) > 1 and self.learner.updates % interval == 0:
             self.measure_transfer(ready)
         return metrics
+
+    def per_game_q(self) -> dict:
+        """Mean Q(s, a) per game on the newest update's batch: one forward per log, no gradient and
+        no random numbers (the run stays what it would be without it)."""
+        batch = self.last_batch
+        if batch is None:
+            return {}
+        device = self.learner.device
+        game = torch.from_numpy(batch.game).to(device)
+        with torch.no_grad():
+            q = self.learner.online(torch.from_numpy(batch.obs).to(device), game).float()
+            q = q.gather(1, torch.from_numpy(batch.action).to(device)[:, None]).squeeze(1)
+        return {f"train/{self.games[g]}/q_mean": float(q[game == g].mean()) for g in np.unique(batch.game)}
 
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
         """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
@@ -278,7 +299,8 @@ class Trainer:
     def evaluate(self, frames_per_game: int) -> dict:
         cfg = self.cfg
         returns = run_episodes(self.learner.online, self.games, list(range(len(self.games))), self.protocol,
-                               cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device)
+                               cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device,
+                               progress=self.progress_interval is not None)
         report = summarize(returns, protocol=self.protocol, epsilon=cfg.eval_epsilon,
                            frames=dict(zip(self.games, map(int, self.frames))),
                            source=f"{self.run_dir} at {frames_per_game} frames per game")
@@ -302,7 +324,7 @@ class Trainer:
             "learning_starts": int(self.learning_starts),
             "rng": {"actor": self.actor.rng.bit_generator.state, "replay": self.replay.rng.bit_generator.state,
                     "torch": torch.get_rng_state()},
-            "wandb_run_id": self.tracker.run_id, "versions": library_versions(),
+            "wandb_run_id": self.tracker.run_id, "wandb": self.tracker.segment(), "versions": library_versions(),
         }
 
     def restore(self, state: dict) -> None:
@@ -353,6 +375,47 @@ def _next_multiple(frames: int, interval: int) -> int:
     return (int(frames) // interval + 1) * interval
 
 
+class _Progress:
+    """One line on stderr every `interval` seconds of wall clock, for runs whose output goes to a file
+    (tqdm's bar is off there): frames per game done / budget, agent steps/s, updates, epsilon, the
+    latest return per game, ETA. `interval` None: no lines."""
+
+    def __init__(self, trainer: Trainer, interval: float | None):
+        self.trainer, self.interval = trainer, interval
+        self.start = self.last = time.perf_counter()
+        self.start_frames = int(trainer.frames.min())
+        self.last_total = int(trainer.frames.sum())
+
+    def maybe_print(self, recent_return: list[float], epsilon: np.ndarray, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.interval is None or not (force or now - self.last >= self.interval):
+            return
+        t, total = self.trainer, int(self.trainer.frames.sum())
+        print(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / FRAMESKIP
+                            / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
+                            (int(t.frames.min()) - self.start_frames) / max(now - self.start, 1e-9)),
+              file=sys.stderr, flush=True)
+        self.last, self.last_total = now, total
+
+
+def progress_line(games: list[str], frames: np.ndarray, budget: int, steps_per_s: float, updates: int,
+                  epsilon: np.ndarray, recent_return: list[float], frames_per_s: float) -> str:
+    """'progress: 1,200/2,000 frames per game (60%), 95 agent steps/s, 150 updates, epsilon 0.52,
+    return pong -21.0 breakout -, ETA 0:00:12' (frames per game: the slowest game's)."""
+    done = int(frames.min())
+    eps = "/".join(dict.fromkeys(f"{e:.3g}" for e in epsilon))
+    returns = " ".join(f"{g} {'-' if math.isnan(r) else f'{r:g}'}" for g, r in zip(games, recent_return))
+    left = max(budget - done, 0)
+    eta = "0:00:00" if not left else "?" if frames_per_s <= 0 else _clock(left / frames_per_s)
+    return (f"progress: {done:,}/{budget:,} frames per game ({100 * min(done / budget, 1):.0f}%), "
+            f"{steps_per_s:,.0f} agent steps/s, {updates:,} updates, epsilon {eps}, return {returns}, ETA {eta}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class _Window:
     """Per-game metrics accumulated between two logs."""
 
@@ -365,6 +428,7 @@ class _Window:
         self.loss_sum = None
         self.loss_count = None
         self.q = []
+        self.grad_norm = []
         self.soft_penalty = []
         self.updates = 0
 
@@ -381,6 +445,7 @@ class _Window:
         self.loss_sum += torch.nan_to_num(per_game)
         self.loss_count += present
         self.q.append(metrics["q"])
+        self.grad_norm.append(metrics["grad_norm"])
         if "soft_penalty" in metrics:
             self.soft_penalty.append(metrics["soft_penalty"])
         self.updates += 1
@@ -391,6 +456,10 @@ class _Window:
             out[f"train/{name}/epsilon"] = float(epsilon[g])
             if self.returns[g]:
                 out[f"train/{name}/episodic_return"] = float(np.mean(self.returns[g]))
+                out[f"train/{name}/raw_std"] = float(np.std(self.returns[g]))
+                normalized = hns(name, self.returns[g])
+                if normalized is not None:
+                    out[f"train/{name}/hns"] = float(np.mean(normalized))
                 out[f"train/{name}/episode_frames"] = float(np.mean(self.lengths[g]))
         if self.updates:
             losses = (self.loss_sum / self.loss_count.clamp(min=1)).tolist()
@@ -399,6 +468,7 @@ class _Window:
                     out[f"train/{name}/td_loss"] = losses[g]
             out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
             out["train/q_mean"] = float(torch.stack(self.q).mean())
+            out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
         if self.soft_penalty:
             out["train/soft_penalty"] = float(torch.stack(self.soft_penalty).mean())
         self.reset()

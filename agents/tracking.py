@@ -39,6 +39,33 @@ def _frames_of(row: str) -> float:
         return float("inf")
 
 
+def run_tags(config: dict) -> list[str]:
+    """W&B tags to filter runs by: suite, sharing mode, balance, preset (what a config has of them).
+    A suite of many listed games is tagged by its size: W&B refuses tags over 64 characters."""
+    tags = []
+    for key in ("suite", "sharing", "balance", "preset"):
+        if key in config:
+            value = "none" if config[key] is None else str(config[key])
+            if key == "suite" and len(value) > 58:
+                value = f"{value.count(',') + 1}-games"
+            tags.append(f"{key}:{value}")
+    return tags
+
+
+def _new_id() -> str:
+    """A W&B run id (8 lowercase letters and digits), chosen here so the first run can name its group."""
+    import secrets
+    import string
+
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def sync_command(wandb_dir: Path) -> str:
+    """`wandb sync` of every offline W&B run in a run folder's wandb/, oldest first (the folder names
+    begin with their start time), so resumed segments upload in the order they were trained."""
+    return "wandb sync " + " ".join(str(p) for p in sorted(wandb_dir.glob("offline-run-*")))
+
+
 class Tracker:
     """Writes metrics to `run_dir/metrics.jsonl` and mirrors them to a W&B run if there is one."""
 
@@ -46,15 +73,27 @@ class Tracker:
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
         self.wandb = wandb_run
+        self.mode = None  # online or offline, once W&B runs
 
     @property
     def run_id(self) -> str | None:
         return self.wandb.id if self.wandb is not None else None
 
+    def segment(self) -> dict | None:
+        """What a resumed run needs to continue this W&B run: id, group and mode (None without W&B)."""
+        if self.wandb is None:
+            return None
+        return {"id": self.wandb.id, "group": self.wandb.group, "mode": self.mode}
+
     @classmethod
     def start(cls, run_dir: Path, config: dict, *, track: bool, project: str, entity: str | None,
-              group: str | None, run_id: str | None = None, job_type: str = "train") -> "Tracker":
-        """W&B online if it can be, else offline, else local logs only: one warning, never an exception."""
+              group: str | None, previous: dict | None = None, job_type: str = "train") -> "Tracker":
+        """W&B online if it can be, else offline, else local logs only: one warning, never an exception.
+
+        `previous` (a resumed run's `segment()`): online after online appends to the same W&B run.
+        Anything else starts a new W&B run in the first one's group: a second offline folder with the
+        same id would restart `_step` at 0, and syncing it can erase the first one's history. Every run
+        of one folder shares a group (--wandb-group, else the first run's id) and charts on frames_per_game."""
         if not track:
             return cls(run_dir)
         try:
@@ -67,10 +106,13 @@ class Tracker:
         if modes[0] == "online":
             modes.append("offline")
         for mode in modes:
+            same = bool(previous) and previous["mode"] == mode == "online"
+            run_id = previous["id"] if same else _new_id()
+            run_group = (previous or {}).get("group") or group or (run_id if job_type == "train" else None)
             try:
-                run = wandb.init(project=project, entity=entity, group=group, name=run_dir.name, config=config,
-                                 dir=str(run_dir), job_type=job_type, mode=mode, id=run_id,
-                                 resume="allow" if run_id else None,
+                run = wandb.init(project=project, entity=entity, group=run_group, name=run_dir.name, config=config,
+                                 dir=str(run_dir), job_type=job_type, mode=mode, id=run_id, tags=run_tags(config),
+                                 resume="allow" if same else None,
                                  settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60))))
             except Exception as e:  # never let tracking stop training
                 then = "trying offline" if mode != modes[-1] else f"logging to {run_dir / 'metrics.jsonl'} only"
@@ -79,9 +121,21 @@ class Tracker:
             for prefix in ("train", "eval", "perf", "replay", "conflict"):
                 run.define_metric(f"{prefix}/*", step_metric="frames_per_game")
             if mode == "offline":
-                print(f"W&B is offline; upload later with: wandb sync {Path(run.dir).parent}", file=sys.stderr)
-            return cls(run_dir, run)
+                print(f"W&B is offline; upload later, every segment of the run in order, with: "
+                      f"{sync_command(Path(run.dir).parent.parent)}", file=sys.stderr)
+            tracker = cls(run_dir, run)
+            tracker.mode = mode
+            tracker.save_files()
+            return tracker
         return cls(run_dir)
+
+    def save_files(self, names=("config.yaml", "command.txt")) -> None:
+        """Copy run-folder files into the W&B run's files (config.yaml and command.txt at the start,
+        metrics.jsonl at the end): the W&B run then holds what reproduces it and every local row."""
+        for name in names:
+            path = self.run_dir / name
+            if path.is_file():
+                self._wandb_call(self.wandb.save, str(path), base_path=str(self.run_dir), policy="now")
 
     def truncate_after(self, frames_per_game: int) -> None:
         """Drop local rows logged past a checkpoint we resume from, so the history never goes backwards."""
@@ -115,6 +169,7 @@ class Tracker:
         metrics = {}
         for r in report["games"]:
             metrics[f"eval/{r['game']}/raw_mean"] = r["raw_mean"]
+            metrics[f"eval/{r['game']}/raw_std"] = r["raw_std"]
             if "hns" in r:
                 metrics[f"eval/{r['game']}/hns"] = r["hns"]
         for name in ("iqm", "median", "mean"):
@@ -172,4 +227,6 @@ class Tracker:
         self._wandb_call(upload)
 
     def finish(self) -> None:
+        if self.wandb is not None:
+            self.save_files(["metrics.jsonl"])
         self._wandb_call(lambda: self.wandb.finish())

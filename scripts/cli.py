@@ -25,6 +25,18 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def exit_interrupted(message: str) -> None:
+    """Ctrl-C handled: one line, exit code 130. os._exit, because a KeyboardInterrupt that passed through
+    an extension's PyRun_* call (torch's import does this) makes Python kill itself with SIGINT at exit
+    even after the interrupt was caught."""
+    import os
+
+    print(f"mtdqn: {message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def parse_options(cls, argv: list[str], prog: str, description: str, default=None):
     """tyro.cli, with its boxed multi-line errors folded into one line (exit code 2)."""
     import contextlib
@@ -33,6 +45,7 @@ def parse_options(cls, argv: list[str], prog: str, description: str, default=Non
 
     import tyro
 
+    argv = integral_numbers(cls, argv)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -49,6 +62,28 @@ def parse_options(cls, argv: list[str], prog: str, description: str, default=Non
         fail(f"{words or 'bad arguments'} (see {prog} -h)")
 
 
+def integral_numbers(cls, argv: list[str]) -> list[str]:
+    """`--frames-per-game 1e5` as 100000: integer options take integral scientific notation too
+    (tyro's int() would refuse it); anything else is left for the parser to judge."""
+    import typing
+
+    from agents.config import number_kind, parse_number
+
+    flags = {f"--{name.replace('_', '-')}" for name, hint in typing.get_type_hints(cls).items()
+             if number_kind(hint) == "int"}
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag not in flags:
+            continue
+        j = i if eq else i + 1
+        text = value if eq else (out[j] if j < len(out) else None)
+        number = None if text is None else parse_number(text, integer=True)
+        if number is not None:
+            out[j] = f"{flag}={number}" if eq else str(number)
+    return out
+
+
 def usage() -> str:
     lines = ["usage: mtdqn <command> [options]   (mtdqn <command> -h for its options)", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
@@ -63,13 +98,24 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         fail(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
-    from envs import GameError
-    from agents.checkpoint import CheckpointError
-    from agents.grouping import GroupsError
-
     try:
         import importlib
 
         importlib.import_module(f"scripts.{command}").main(rest)
-    except (UsageError, GameError, CheckpointError, GroupsError) as e:
-        fail(str(e))
+    except KeyboardInterrupt:  # before a command's own handling (e.g. while torch loads): nothing was written
+        exit_interrupted("interrupted")
+    except Exception as e:
+        if isinstance(e, _user_errors()):
+            fail(str(e))
+        raise
+
+
+# raised for bad input by modules that may not be loaded: importing one only to catch its error
+# would load torch or ale-py before the arguments are even parsed
+USER_ERRORS = (("envs.games", "GameError"), ("agents.checkpoint", "CheckpointError"),
+               ("agents.grouping", "GroupsError"))
+
+
+def _user_errors() -> tuple[type, ...]:
+    loaded = [getattr(sys.modules[m], name) for m, name in USER_ERRORS if m in sys.modules]
+    return (UsageError, *loaded)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import tyro
 
-from agents.compare import CompareError, compare, load_merged, markdown, write
 from scripts.cli import UsageError, parse_options
 
 
@@ -31,12 +30,16 @@ class CompareArgs:
 def main(argv: list[str]) -> None:
     args = parse_options(CompareArgs, argv, "mtdqn compare",
                          "Compare runs per game: HNS, ratio to the first run, rliable aggregates, negative transfer.")
+    if len(args.runs) < 2:
+        raise UsageError(f"compare needs at least 2 runs, got {len(args.runs)}: the first is the reference")
     labels = [l.strip() for l in args.labels.split(",")] if args.labels else [None] * len(args.runs)
     if len(labels) != len(args.runs):
         raise UsageError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    from agents.compare import CompareError, compare, load_merged, markdown, write  # ale-py: after parsing
+
     try:
         runs = [load_merged(path, label) for path, label in zip(args.runs, labels)]
         names = [r.label for r in runs]
@@ -45,6 +48,8 @@ def main(argv: list[str]) -> None:
         result = compare(runs)
     except CompareError as e:
         raise UsageError(str(e)) from None
+    for note in result["warnings"]:
+        print(f"mtdqn: warning: {note}", file=sys.stderr)
     paths = write(result, out, runs)
     print(markdown(result))
     if args.track:

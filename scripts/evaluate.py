@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,9 @@ class EvaluateArgs:
     video: bool = False
     """Also write one MP4 episode per game into OUT/videos/."""
     out: str | None = None
-    """Output folder (default: <run>/evals/<checkpoint name>-evaluate/)."""
+    """Output folder, replaced if it holds an earlier evaluation. Default: a new folder per evaluation,
+    <run>/evals/<checkpoint name>-evaluate/episodes10-eps0.001-seed0-all/ (-2, -3, ... if that exists);
+    for a checkpoint outside a run's checkpoints/ folder, <checkpoint name>-evaluate/ beside it."""
     seed: int = 0
     """Seed for the evaluation emulators and exploration."""
     device: str = "cpu"
@@ -61,6 +64,70 @@ def load_network(state: dict, path: str, device) -> MultiHeadQNetwork:
     return network.to(device)
 
 
+def default_out(ckpt: Path, args: EvaluateArgs) -> Path:
+    """A folder of its own for this evaluation: named by its settings, numbered if one exists already,
+    so an earlier evaluation (and its videos) is never replaced without --out."""
+    in_run = ckpt.parent.name == "checkpoints"
+    base = (ckpt.parent.parent / "evals" if in_run else ckpt.parent) / f"{ckpt.stem}-evaluate"
+    games = args.games.replace(",", "+").replace(" ", "") if args.games else "all"
+    name = f"episodes{args.episodes}-eps{args.epsilon:g}-seed{args.seed}-{games}"
+    if args.protocol != "checkpoint":
+        name += f"-{args.protocol}"
+    if args.max_episode_frames is not None:
+        name += f"-cap{args.max_episode_frames}"
+    out, n = base / name, 1
+    while out.exists():
+        n += 1
+        out = base / f"{name}-{n}"
+    return out
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What a file that is no torch checkpoint is (a YAML file, a zip such as an SB3 model), to say so
+    instead of calling it corrupt; None if it may be a checkpoint."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any(n.endswith("data.pkl") for n in names):
+            return None  # torch's own zip format
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return f"a zip file of {shown}" if names else "an empty zip file"
+    head = path.read_bytes()[:65536]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return "a text file"
+    if isinstance(data, (dict, list)):
+        return "a JSON file" if text.lstrip()[:1] in "{[" else "a YAML file"
+    return "a text file"
+
+
+def resolve_checkpoint(given: str) -> Path:
+    """The .pt file to evaluate: the file itself, or a run folder's newest checkpoint."""
+    path = Path(given)
+    if path.is_dir():
+        newest = checkpoint.latest(path)
+        if newest is None:
+            raise UsageError(f"run folder {given!r} has no checkpoints/frames_*.pt yet")
+        return newest
+    if not path.exists():
+        raise UsageError(f"{given!r} does not exist: give a .pt file from a run's checkpoints/ folder, "
+                         "or a run folder (its newest checkpoint is evaluated)")
+    what = not_a_checkpoint(path) if path.is_file() else None
+    if what:
+        raise UsageError(f"{given!r} is not an mtdqn checkpoint (it is {what}): give a .pt file from a run's "
+                         "checkpoints/ folder, or a run folder")
+    return path
+
+
 def main(argv: list[str]) -> None:
     args = parse_options(EvaluateArgs, argv, "mtdqn evaluate",
                          "Evaluate a checkpoint per game: raw score, HNS, IQM/median/mean with CIs.")
@@ -72,11 +139,7 @@ def main(argv: list[str]) -> None:
         check_device(args.device)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    if Path(args.checkpoint).is_dir():
-        newest = checkpoint.latest(Path(args.checkpoint))
-        if newest is None:
-            raise UsageError(f"run folder {args.checkpoint!r} has no checkpoints/frames_*.pt yet")
-        args.checkpoint = str(newest)
+    args.checkpoint = str(resolve_checkpoint(args.checkpoint))
     state = checkpoint.load(args.checkpoint)
     trained = list(state["games"])
     games = trained
@@ -94,11 +157,14 @@ def main(argv: list[str]) -> None:
             raise UsageError(f"--max-episode-frames must be a positive integer, got {args.max_episode_frames}")
         protocol = replace(protocol, max_frames_per_episode=args.max_episode_frames)
     ckpt = Path(args.checkpoint)
-    out = Path(args.out) if args.out else ckpt.parent.parent / "evals" / f"{ckpt.stem}-evaluate"
+    out = Path(args.out) if args.out else default_out(ckpt, args)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    if args.out:  # replaced on purpose: no earlier video may stay beside the new report
+        shutil.rmtree(out / "videos", ignore_errors=True)
     game_ids = [trained.index(g) for g in games]
-    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device)
+    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device,
+                           progress=True)
     frames = dict(zip(trained, state["frames"]))
     report = summarize(returns, protocol=protocol, epsilon=args.epsilon,
                        frames={g: frames[g] for g in games}, source=str(ckpt))

@@ -14,21 +14,26 @@ from pathlib import Path
 
 import yaml
 
-from agents import checkpoint
 from agents.config import ConfigError, TrainConfig, from_yaml, preset_options, validate
-from envs import resolve_games
-from scripts.cli import UsageError, parse_options
+from scripts.cli import UsageError, exit_interrupted, parse_options
+
+# torch and ale-py load only after the arguments parse: `-h` and a typo answer at once
 
 # where a run executes, not what it learns: a resume may change them (a checkpoint fits either backend)
 BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_period", "chunk_steps")
 # a resumed run keeps its config; the budget may grow
-RESUME_FLAGS = {"--resume", "--frames-per-game", *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
+RESUME_FLAGS = {"--resume", "--frames-per-game", "--progress-interval",
+                *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
 
 
 @dataclass
 class TrainArgs(TrainConfig):
     force: bool = False
     """Train into --out even if it already holds another run (its files are replaced)."""
+    progress_interval: float = 60.0
+    """Seconds between progress lines on stderr when it is not a terminal (a log file, a cluster job),
+    where the progress bar is off: frames per game done / budget, agent steps/s, updates, epsilon,
+    latest return per game, ETA. Not part of the run's config."""
     resume: str | None = None
     """Continue the run in this folder from its newest intact checkpoint, with its saved config
     (--frames-per-game may raise the budget)."""
@@ -56,11 +61,21 @@ def parse(argv: list[str]) -> TrainArgs:
         if extra:
             raise UsageError(f"--resume continues with the run's saved config; drop {', '.join(extra)} "
                              "(only --frames-per-game and the backend options may change)")
+    if args.progress_interval < 0:
+        raise UsageError(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
         validate(args)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return args
+
+
+def warn_if_cannot_learn(cfg: TrainConfig) -> None:
+    """A budget at or below learning_starts trains nothing, silently: say so before the run starts."""
+    if cfg.frames_per_game <= cfg.learning_starts:
+        print(f"mtdqn: warning: --frames-per-game {cfg.frames_per_game:,} <= --learning-starts "
+              f"{cfg.learning_starts:,}: no gradient update will happen; lower --learning-starts or raise "
+              "--frames-per-game", file=sys.stderr)
 
 
 def saved_config(run_dir: Path, changes: dict) -> TrainConfig:
@@ -76,8 +91,40 @@ def saved_config(run_dir: Path, changes: dict) -> TrainConfig:
     return validate(cfg)
 
 
+def check_out(run_dir: Path, force: bool) -> None:
+    """--out must be new, empty, or a run (replaced only with --force): never a folder of other things,
+    such as runs/ itself."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
+    if (run_dir / "config.yaml").exists():
+        if not force:
+            raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
+                             f"continue it with --resume {run_dir}, or replace it with --force")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UsageError(f"--out {str(run_dir)!r} is not empty and holds no run (no config.yaml): choose a new "
+                         f"or empty folder, e.g. {run_dir / 'NAME'}")
+
+
+def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
+    """Ctrl-C before the loop took over signals: what a new run wrote before its first checkpoint is
+    removed (it would only block its --out; an empty folder given as --out stays), anything else is
+    left resumable. One line, exit code 130, no traceback."""
+    from agents import checkpoint
+
+    if owned and checkpoint.latest(run_dir) is None:
+        for item in list(run_dir.iterdir()) if run_dir.is_dir() else []:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        if not existed and run_dir.exists():
+            run_dir.rmdir()
+        exit_interrupted(f"interrupted before the first checkpoint: nothing kept in {run_dir}")
+    exit_interrupted(f"interrupted: resume with mtdqn train --resume {run_dir}")
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
+    from agents import checkpoint
+    from envs import resolve_games
+
     if args.resume:
         run_dir = Path(args.resume)
         given = _flags(argv)
@@ -94,12 +141,17 @@ def main(argv: list[str]) -> None:
     else:
         resolve_games(args.suite)  # unknown games fail here, before any folder or emulator exists
         run_dir = Path(args.out)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
-        if (run_dir / "config.yaml").exists() and not args.force:
-            raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
-                             f"continue it with --resume {run_dir}, or replace it with --force")
+        check_out(run_dir, args.force)
         cfg, state = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()}), None
+    warn_if_cannot_learn(cfg)
+    owned, existed = not args.resume and not (run_dir / "config.yaml").exists(), run_dir.exists()
+    try:
+        train(cfg, state, run_dir, args, argv)
+    except KeyboardInterrupt:
+        interrupted(run_dir, owned, existed)
+
+
+def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]) -> None:
     from agents.runner import Trainer, TrainingStopped
 
     trainer_class = Trainer
@@ -123,9 +175,10 @@ def main(argv: list[str]) -> None:
 
     tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
                             entity=cfg.wandb_entity, group=cfg.wandb_group,
-                            run_id=state.get("wandb_run_id") if state else None)
+                            previous=state.get("wandb") if state else None)
     try:
-        result = trainer_class(cfg, run_dir, tracker, state).run()
+        progress = None if sys.stderr.isatty() else args.progress_interval
+        result = trainer_class(cfg, run_dir, tracker, state, progress_interval=progress).run()
     except TrainingStopped as e:
         print(f"mtdqn: error: {e}", file=sys.stderr)
         sys.exit(3)

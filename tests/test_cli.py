@@ -1,6 +1,7 @@
 """End to end through the command line: train 2 real games with W&B offline, evaluate, bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,19 @@ TRAIN = ["--suite", GAMES, "--frames-per-game", "6000", "--learning-starts", "20
          "--conflict-interval", "100"]
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def source_env(**extra) -> dict:
+    """The environment for a subprocess that imports this checkout's packages (not another
+    checkout's editable install), whatever its working directory."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def mtdqn(*args, cwd: Path, check=True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "scripts", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env={**__import__("os").environ, "WANDB_MODE": "offline"}, timeout=900)
+                          text=True, env=source_env(WANDB_MODE="offline"), timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc

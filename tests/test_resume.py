@@ -1,7 +1,6 @@
 """Never lose a run: kill -9 and resume, Ctrl-C, corrupt checkpoints, finished runs, determinism."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import torch
 from agents import checkpoint
 from agents.config import TrainConfig
 from agents.runner import Trainer
+from test_cli import source_env
 
 SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts", "800", "--eval-interval", "0",
          "--eval-episodes", "1", "--max-episode-frames", "800", "--replay-size", "2000", "--log-interval", "400",
@@ -24,7 +24,7 @@ SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts
 def start(*args, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "WANDB_MODE": "disabled"})
+                            env=source_env(WANDB_MODE="disabled"))
 
 
 def wait_for_checkpoint_line(proc: subprocess.Popen) -> bool:
@@ -194,13 +194,17 @@ def test_resume_without_saved_replay_refills_before_learning(tmp_path):
     assert t.learning_starts == 1200 + 800 and len(t.replay) == 0
 
 
-def test_resumed_tracked_run_keeps_its_wandb_run_id(tmp_path):
+def test_resumed_offline_run_is_a_new_wandb_run_in_the_same_group(tmp_path):
+    import wandb_records
+
     run = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = source_env(WANDB_MODE="offline")
     for args in ([*SMALL, "--frames-per-game", "800", "--track", "--out", run], ["--resume", run, "--frames-per-game", "1200"]):
         proc = subprocess.run([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=tmp_path,
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
     runs = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # same id, two segments
+    records = [wandb_records.run_record(next(r.glob("run-*.wandb"))) for r in runs]
+    assert len(runs) == 2 and records[0].run_id != records[1].run_id  # a second id: _step and history stay whole
+    assert records[0].run_group == records[1].run_group
     assert checkpoint_frames(run)[-1] >= 1200

@@ -71,3 +71,8 @@ def artifacts(path: Path, kind: str | None = None) -> list[str]:
     """Names of the artifacts logged, optionally only those of one type (model, run_table, ...)."""
     return [r.artifact.name for r in records(path)
             if r.WhichOneof("record_type") == "artifact" and kind in (None, r.artifact.type)]
+
+
+def run_record(path: Path):
+    """The run's own record: id, group (run_group), tags, name."""
+    return next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")

@@ -1,0 +1,104 @@
+"""One vocabulary: scientific notation for numbers, compare's warnings and budgets, the precision
+advice as measured, and help and argument errors that answer before torch or ale-py load."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from agents.compare import compare, load, markdown
+from agents.config import parse_number
+from scripts.bench import faster_precision
+from scripts.train import parse
+from test_cli import mtdqn, one_line_error, source_env
+from test_compare import at_hns, report
+
+
+@pytest.mark.parametrize("text, integer, value", [
+    ("1e5", True, 100_000), ("2.5e3", True, 2500), ("100000", True, 100_000), ("1e-3", True, None),
+    ("1.5", True, None), ("abc", True, None), ("inf", True, None), ("1e-3", False, 0.001), ("1e5", False, 1e5),
+    ("-5", True, -5),
+])
+def test_parse_number(text, integer, value):
+    assert parse_number(text, integer) == value and type(parse_number(text, integer)) is type(value)
+
+
+def test_integer_flags_take_scientific_notation():
+    args = parse(["--suite", "pong", "--frames-per-game", "1e5", "--learning-starts=2e4", "--learning-rate", "1e-3"])
+    assert (args.frames_per_game, args.learning_starts, args.learning_rate) == (100_000, 20_000, 0.001)
+    assert type(args.frames_per_game) is int
+
+
+def test_yaml_files_take_scientific_notation_for_numeric_fields_only(tmp_path):
+    (tmp_path / "c.yaml").write_text("suite: pong\nframes_per_game: 1e5\nlearning_rate: 1e-3\nadam_eps: 1.5e-4\n"
+                                     "wandb_group: 1e5\n")
+    args = parse(["--config", str(tmp_path / "c.yaml")])
+    assert (args.frames_per_game, args.learning_rate, args.adam_eps) == (100_000, 0.001, 1.5e-4)
+    assert type(args.frames_per_game) is int and args.wandb_group == "1e5"  # a string field keeps its string
+
+
+def test_a_non_integral_value_for_an_integer_is_still_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("frames_per_game: 1e-3\n")
+    one_line_error(mtdqn("train", "--config", "c.yaml", cwd=tmp_path, check=False), "frames_per_game", "'1e-3'", "int")
+    one_line_error(mtdqn("train", "--frames-per-game", "2.5", cwd=tmp_path, check=False), "--frames-per-game", "'2.5'")
+
+
+def test_compare_warns_for_dropped_games_and_different_budgets(tmp_path):
+    a = report(tmp_path, "a", {"pong": at_hns("pong", [0.2, 0.2]), "qbert": at_hns("qbert", [0.1, 0.1])}, 400_000)
+    b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3, 0.3])}, 100_000)
+    result = compare([load(str(a)), load(str(b))])
+    assert result["warnings"] == [
+        "qbert is not in every run (missing from b): dropped from the comparison",
+        "the runs were trained for different frames per game (a 400,000; b 100,000): "
+        "their scores are not at one budget"]
+    assert result["frames_per_game"] == {"a": "400,000", "b": "100,000"}
+    assert "| a | 400,000 | " in markdown(result) and "| b | 100,000 | " in markdown(result)
+    proc = mtdqn("compare", a, b, "--out", tmp_path / "cmp", cwd=tmp_path)
+    assert [l for l in proc.stderr.splitlines() if l.startswith("mtdqn: warning: ")] == [
+        f"mtdqn: warning: {w}" for w in result["warnings"]]
+
+
+def test_compare_does_not_warn_for_the_frames_a_run_overshoots_by(tmp_path):
+    a = report(tmp_path, "a", {"pong": at_hns("pong", [0.2, 0.2])}, 75_008)
+    b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3, 0.3])}, 75_012)
+    assert compare([load(str(a)), load(str(b))])["warnings"] == []
+
+
+def test_bench_says_which_precision_is_faster_here():
+    assert faster_precision({"fp32": {"update_ms": 57.4}, "bf16": {"update_ms": 77.7}}) == (
+        "faster precision on this machine: fp32 (57.4 ms per update vs 77.7 ms bf16); train with --precision fp32")
+    assert faster_precision({"fp32": {"update_ms": 38.8}, "bf16": {"update_ms": 24.5}}).startswith(
+        "faster precision on this machine: bf16 (24.5 ms per update vs 38.8 ms fp32)")
+
+
+def test_precision_help_states_the_measurements():
+    proc = mtdqn("train", "-h", cwd=".")
+    text = " ".join(proc.stdout.split())
+    for needle in ("24.5 ms vs 38.8 ms fp32", "AVX512-BF16 but no AMX", "77.7 ms", "57.4 ms fp32", "mtdqn bench"):
+        assert needle in text
+
+
+PROBE = """
+import sys
+from scripts.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+heavy = sorted(m for m in ("torch", "ale_py", "envs", "agents.compare") if m in sys.modules)
+print("EXIT", code, "HEAVY", heavy, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args, code", [
+    (["train", "-h"], 0), (["compare", "-h"], 0), (["train", "--frames-per-game", "-5"], 2),
+    (["train", "--framez", "3"], 2), (["train", "--frames-per-game", "abc"], 2), (["compare"], 2),
+    (["train", "--progress-interval", "-1"], 2),
+])
+def test_help_and_argument_errors_do_not_load_torch_or_ale_py(tmp_path, args, code):
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp_path, capture_output=True, text=True,
+                          env=source_env(), timeout=120)
+    assert proc.stderr.strip().splitlines()[-1] == f"EXIT {code} HEAVY []", proc.stderr
