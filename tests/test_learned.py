@@ -135,3 +135,26 @@ def test_spec_rebuilds_a_gated_network_and_old_specs_still_build():
         torch.testing.assert_close(clone(x, games), net(x, games))
     old = {k: v for k, v in MultiHeadQNetwork([3, 5]).spec().items() if k not in ("gated", "width")}
     assert not MultiHeadQNetwork(**old).gated  # a checkpoint from before learned sharing
+
+
+def test_ray_actors_act_with_the_learners_gates():
+    """An actor rebuilds the gated network from network_spec and acts with the learner's hard gates."""
+    import numpy as np
+
+    from agents.config import TrainConfig
+    from agents.distributed import ActorWorker
+    from agents.runner import build_learner
+    from envs import PROTOCOLS
+
+    cfg = TrainConfig(suite="pong,breakout", sharing="learned", torso_width=0.5)
+    learner = build_learner(cfg, ["pong", "breakout"], [6, 4])
+    with torch.no_grad():
+        learner.online.gate_logits[3][1, :100] = -1.0  # breakout drops dense channels
+    worker = ActorWorker(["breakout"], [1], 1, PROTOCOLS["machado"].to_dict(), learner.online.spec(), 1, "fp32")
+    weights = {k: v.numpy() for k, v in learner.online.state_dict().items()}
+    worker.collect(2, np.zeros(2), generation=0, seed=1, weights=weights, version=0)
+    assert worker.network.gated and torch.equal(worker.network.gate_logits[3], learner.online.gate_logits[3])
+    x = torch.from_numpy(worker.actor.obs)
+    with torch.no_grad():
+        torch.testing.assert_close(worker.policy(x, torch.zeros(1, dtype=torch.long)),
+                                   learner.online(x, torch.ones(1, dtype=torch.long)))
