@@ -11,7 +11,7 @@ TRAIN = ["--suite", "pong,breakout", "--frames-per-game", "2000", "--learning-st
          "--eval-interval", "0", "--eval-episodes", "2", "--checkpoint-interval", "1000", "--log-interval", "400",
          "--max-episode-frames", "800", "--replay-size", "2000", "--target-update-period", "50", "--batch-size", "8",
          "--conflict-interval", "0", "--seed", "3", "--sharing", "learned", "--torso-width", "0.5",
-         "--gate-lr", "0.5", "--gate-sparsity", "1", "--gate-freeze-frames", "1600", "--save-replay"]
+         "--gate-lr", "0.05", "--gate-sparsity", "1", "--gate-freeze-frames", "1600", "--save-replay"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,9 @@ def test_checkpoints_carry_the_gates_and_the_freeze_through_a_resume(run):
 
 
 def test_gate_density_and_overlap_heatmap_are_logged_to_wandb(run):
-    history = wandb_records.history(wandb_records.run_file(run["run"] / "wandb"))
+    files = sorted((run["run"] / "wandb").glob("offline-run-*/run-*.wandb"))  # the first run, then its resume
+    assert len(files) == 2
+    history = [row for f in files for row in wandb_records.history(f)]
     keys = set().union(*history)
     assert {"train/pong/gate_density", "train/breakout/gate_density_dense", "train/gate_overlap_mean",
             "train/gate_sparsity", "train/gate_sharing"} <= keys
