@@ -48,3 +48,9 @@ def test_gate_density_and_overlap_heatmap_are_logged_to_wandb(run):
     assert any(k.startswith("train/gate_overlap_heatmap") for k in keys)  # an image: nested keys
     density = [row["train/pong/gate_density"] for row in history if "train/pong/gate_density" in row]
     assert density[0] == 1.0 and all(0.0 <= d <= 1.0 for d in density)
+
+
+def test_sharing_command_reads_the_trained_run(run):
+    out = mtdqn("sharing", run["run"], "--out", run["root"] / "sharing", cwd=run["root"])
+    assert "gates frozen" in out.stdout and "| breakout | dense |" in out.stdout
+    assert (run["root"] / "sharing" / "overlap.csv").is_file()
