@@ -123,8 +123,12 @@ class TrainConfig:
     Written to conflict.csv in the run folder and to W&B as heatmaps; `mtdqn affinity RUN` sums them up."""
     conflict_batch_size: int = 128
     """Transitions (task-balanced) per conflict measurement."""
+    affinity_step: Literal["adam", "sgd"] = "adam"
+    """TAG's lookahead step for the affinity. adam: the step the learner's Adam would take on one game's
+    gradient at --learning-rate (its preconditioning, without momentum): what the weights will do next;
+    sgd: a plain SGD step of --affinity-lr."""
     affinity_lr: float = 0.1
-    """SGD step of TAG's lookahead for the affinity. Affinities scale with it, their order does not;
+    """--affinity-step sgd: SGD step of TAG's lookahead for the affinity. Affinities scale with it, their order does not;
     at 0.01 the loss changes of a real run were near float32 resolution (about 1e-6 relative)."""
     epsilon_start: float = 1.0
     """Initial exploration rate."""

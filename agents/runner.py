@@ -258,7 +258,7 @@ class Trainer:
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
         """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
         transfer = conflict.measure(self.learner, self.replay.sample(self.cfg.conflict_batch_size, ready),
-                                    self.cfg.affinity_lr)
+                                    self.cfg.affinity_lr, self.cfg.affinity_step)
         frames, update = int(self.frames.min()), self.learner.updates
         conflict.append_csv(self.run_dir / "conflict.csv", transfer, self.games, frames, update)
         self.tracker.log(conflict.summary_metrics(transfer, self.games, pairs=len(self.games) <= 8), frames)
