@@ -62,7 +62,8 @@ class DQNLearner:
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
                  soft_coupling: float = 0.0, random_shift: int = 0, intensity_noise: float = 0.0,
                  reset_interval: int = 0, target_tau: float = 0.0, gate_sparsity: float = 0.0,
-                 gate_sharing: float = 0.0, gate_lr: float = 1e-2, device: str | torch.device = "cpu", precision: Precision = "fp32"):
+                 gate_sharing: float = 0.0, gate_lr: float = 1e-2,
+                 device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
         if (balance == "popart") != network.popart:
@@ -157,17 +158,17 @@ class DQNLearner:
             bad = (present & ~torch.isfinite(per_game)).nonzero().flatten().tolist()
             raise NonFiniteError(self.updates + 1, bad, "TD loss (targets or Q-values)")
         penalty = self.online.soft_penalty() if self.soft_coupling else None
-        structure = self.soft_coupling * penalty if penalty is not None else None
+        extra = self.soft_coupling * penalty if penalty is not None else None
         if self.online.gated:
             sparsity, sharing = self.online.gate_penalties()
-            structure = self.gate_costs[0] * sparsity + self.gate_costs[1] * sharing
+            extra = self.gate_costs[0] * sparsity + self.gate_costs[1] * sharing
         self.optimizer.zero_grad(set_to_none=True)
         if self.balance == "pcgrad":
             self._pcgrad_backward(per_game, present)
-            if structure is not None and structure.requires_grad:
-                structure.backward()
+            if extra is not None and extra.requires_grad:
+                extra.backward()
         else:
-            (loss if structure is None else loss + structure).backward()
+            (loss if extra is None else loss + extra).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm or math.inf)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)

@@ -158,3 +158,14 @@ def test_ray_actors_act_with_the_learners_gates():
     with torch.no_grad():
         torch.testing.assert_close(worker.policy(x, torch.zeros(1, dtype=torch.long)),
                                    learner.online(x, torch.ones(1, dtype=torch.long)))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("torso_width", 0.0, "--torso-width must be > 0"), ("gate_lr", 0.0, "--gate-lr must be > 0"),
+    ("gate_sparsity", -1.0, "--gate-sparsity must be >= 0"), ("gate_freeze_frames", -5, "--gate-freeze-frames must be >= 0"),
+])
+def test_bad_gate_options_are_refused(field, value, message):
+    from agents.config import ConfigError, TrainConfig, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(TrainConfig(suite="pong", sharing="learned", **{field: value}))
