@@ -54,6 +54,17 @@ def lookahead(learner, params, grad: torch.Tensor, sgd_lr: float, step: str) -> 
 
 
 def measure(learner, batch, lookahead_lr: float, step: str = "adam") -> Transfer:
+    """Cosine and affinity on one batch. Evaluation mode, so learned sharing's gates are the hard ones
+    throughout: every loss compared is of the same structure, not of a fresh gate sample."""
+    training = learner.online.training
+    learner.online.eval()
+    try:
+        return _measure(learner, batch, lookahead_lr, step)
+    finally:
+        learner.online.train(training)
+
+
+def _measure(learner, batch, lookahead_lr: float, step: str) -> Transfer:
     obs, action, rewards, terminated, steps, next_obs, game = learner._tensors(batch)
     target = learner.td_targets(rewards, terminated, steps, next_obs, game)
     per_game, count, _ = learner.per_game_losses(obs, action, target, game)

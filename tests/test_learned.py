@@ -169,3 +169,21 @@ def test_bad_gate_options_are_refused(field, value, message):
 
     with pytest.raises(ConfigError, match=message):
         validate(TrainConfig(suite="pong", sharing="learned", **{field: value}))
+
+
+def test_conflict_measurements_see_the_hard_gates():
+    """TAG's losses before and after a lookahead step compare one structure, not two gate samples."""
+    import numpy as np
+
+    from agents import conflict
+    from test_conflict import two_task_learner
+
+    learner, b = two_task_learner([[1.0, -1.0], [1.0, -1.0]])
+    gated = MultiHeadQNetwork([2, 2], gated=True, width=0.25)
+    with torch.no_grad():
+        for a in gated.gate_logits:
+            a.uniform_(-1, 1)  # sampled gates would differ from one loss to the next
+    learner = DQNLearner(gated, reward_clip=False)
+    first, second = (conflict.measure(learner, b, 0.01) for _ in range(2))
+    np.testing.assert_array_equal(first.affinity, second.affinity)
+    assert gated.training
