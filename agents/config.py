@@ -88,14 +88,27 @@ class TrainConfig:
     reset_interval: int = 0
     """Gradient updates between resets of the Q-heads (and value streams) to fresh weights with fresh
     Adam moments, keeping the torso (SR-SPR, Nikishin et al. 2022); 0: never."""
-    sharing: Literal["shared", "separate", "grouped", "soft"] = "shared"
+    sharing: Literal["shared", "separate", "grouped", "soft", "learned"] = "shared"
     """How games share the torso. shared: one torso, a head per game; separate: a whole network per
     game (the no-transfer baseline, same frames per game); grouped: one torso per group of --groups;
-    soft: a torso per game, equal at start, pulled toward their mean by --soft-coupling."""
+    soft: a torso per game, equal at start, pulled toward their mean by --soft-coupling; learned: one
+    torso whose channels each game gates on or off, all open at start (`mtdqn sharing RUN` shows the result)."""
     groups: str | None = None
     """Groups for --sharing grouped: 'pong,breakout;qbert,frostbite', or a file written by `mtdqn group`."""
     soft_coupling: float = 0.01
     """--sharing soft: weight of the penalty sum_g |theta_g - mean theta|^2 over the torsos' weights."""
+    gate_sparsity: float = 1e-3
+    """--sharing learned: weight of the sparsity cost (each game pays, per layer, the fraction of channels it keeps)."""
+    gate_sharing: float = 1e-3
+    """--sharing learned: weight of the sharing cost (each pair of games pays, per layer, the fraction of
+    channels one keeps and the other drops)."""
+    gate_lr: float = 1e-2
+    """--sharing learned: Adam learning rate of the gate logits (they start at +3 and close below 0)."""
+    gate_freeze_frames: int = 0
+    """--sharing learned: frames per game after which the gates are fixed at their hard 0/1 values (0: never)."""
+    torso_width: float = 1.0
+    """Multiplier of every torso layer's channels (32, 64, 64, 512 at 1), e.g. 2 for a learned torso with
+    room for games to keep channels of their own."""
     balance: Literal["equal", "weighted", "popart", "pcgrad"] = "equal"
     """How the games' TD losses combine. equal: their sum (each game's head gets the gradient a one-game
     agent would); weighted: weighted sum by --task-weights; popart: per-game PopArt-normalized targets
@@ -110,8 +123,12 @@ class TrainConfig:
     Written to conflict.csv in the run folder and to W&B as heatmaps; `mtdqn affinity RUN` sums them up."""
     conflict_batch_size: int = 128
     """Transitions (task-balanced) per conflict measurement."""
+    affinity_step: Literal["adam", "sgd"] = "adam"
+    """TAG's lookahead step for the affinity. adam: the step the learner's Adam would take on one game's
+    gradient at --learning-rate (its preconditioning, without momentum): what the weights will do next;
+    sgd: a plain SGD step of --affinity-lr."""
     affinity_lr: float = 0.1
-    """SGD step of TAG's lookahead for the affinity. Affinities scale with it, their order does not;
+    """--affinity-step sgd: SGD step of TAG's lookahead for the affinity. Affinities scale with it, their order does not;
     at 0.01 the loss changes of a real run were near float32 resolution (about 1e-6 relative)."""
     epsilon_start: float = 1.0
     """Initial exploration rate."""
@@ -191,7 +208,8 @@ _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads"
              "num_actors", "weight_publish_period", "chunk_steps")
 _NON_NEGATIVE = ("env_threads", "learning_starts", "max_grad_norm", "eval_interval", "checkpoint_interval",
                  "keep_checkpoints", "conflict_interval", "epsilon_decay_frames", "soft_coupling", "random_shift",
-                 "reset_interval", "intensity_noise")
+                 "reset_interval", "intensity_noise", "gate_sparsity", "gate_sharing",
+                 "gate_freeze_frames")
 _UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "popart_beta", "target_tau")
 
 
@@ -206,7 +224,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in _UNIT_INTERVAL:
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
-    for name in ("learning_rate", "adam_eps", "affinity_lr"):
+    for name in ("learning_rate", "adam_eps", "affinity_lr", "gate_lr", "torso_width"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     check_device(cfg.device)

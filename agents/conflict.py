@@ -4,8 +4,12 @@ Both are measured on one task-balanced batch with the TD targets held fixed:
 - cosine[i, j]: cosine similarity of games i's and j's loss gradients on the torso parameters
   (negative: a step that helps one game hurts the other; Yu et al. 2020).
 - affinity[i, j]: TAG's lookahead affinity of i onto j (Fifty et al. 2021),
-  1 - L_j(theta - lr * grad L_i) / L_j(theta): the relative drop of game j's loss after an SGD
-  step on game i's loss alone. Positive: training i helps j.
+  1 - L_j(theta + step_i) / L_j(theta): the relative drop of game j's loss after a step on game
+  i's loss alone. Positive: training i helps j. step="adam" (the default) takes the step the
+  learner's Adam would take on grad L_i at the run's learning rate, -lr g / (sqrt(v_hat) + eps) with
+  v_hat its second moments updated by g, but without the momentum of earlier updates (common to
+  every game, it would read as transfer); step="sgd" is TAG's plain -lr g, which is scale-dependent
+  and overshoots where gradients are large.
 Games that share no torso (separate networks) have cosine 0 and affinity 0 by construction.
 """
 
@@ -27,7 +31,40 @@ class Transfer:
     affinity: np.ndarray  # [G, G], row i acts on column j
 
 
-def measure(learner, batch, lookahead_lr: float) -> Transfer:
+STEPS = ("adam", "sgd")
+
+
+def lookahead(learner, params, grad: torch.Tensor, sgd_lr: float, step: str) -> list[torch.Tensor]:
+    """The change of each parameter in `params` that a lookahead step on the flat gradient `grad` makes."""
+    if step not in STEPS:
+        raise ValueError(f"unknown lookahead step {step!r}: choose one of {', '.join(STEPS)}")
+    grads = torch.split(grad, [p.numel() for p in params])
+    if step == "sgd":
+        return [-sgd_lr * g.view(p.shape) for p, g in zip(params, grads)]
+    group = learner.optimizer.param_groups[0]
+    beta2, out = group["betas"][1], []
+    for p, g in zip(params, grads):
+        g = g.view(p.shape)
+        state = learner.optimizer.state.get(p, {})
+        t = int(state["step"]) if "step" in state else 0
+        v = beta2 * state["exp_avg_sq"] + (1 - beta2) * g * g if t else (1 - beta2) * g * g
+        v_hat = v / (1 - beta2 ** (t + 1))
+        out.append(-group["lr"] * g / (v_hat.sqrt() + group["eps"]))
+    return out
+
+
+def measure(learner, batch, lookahead_lr: float, step: str = "adam") -> Transfer:
+    """Cosine and affinity on one batch. Evaluation mode, so learned sharing's gates are the hard ones
+    throughout: every loss compared is of the same structure, not of a fresh gate sample."""
+    training = learner.online.training
+    learner.online.eval()
+    try:
+        return _measure(learner, batch, lookahead_lr, step)
+    finally:
+        learner.online.train(training)
+
+
+def _measure(learner, batch, lookahead_lr: float, step: str) -> Transfer:
     obs, action, rewards, terminated, steps, next_obs, game = learner._tensors(batch)
     target = learner.td_targets(rewards, terminated, steps, next_obs, game)
     per_game, count, _ = learner.per_game_losses(obs, action, target, game)
@@ -48,10 +85,8 @@ def measure(learner, batch, lookahead_lr: float) -> Transfer:
     with torch.no_grad():
         saved = [p.detach().clone() for p in shared]
         for k, i in enumerate(present):
-            offset = 0
-            for p in shared:
-                p.sub_(lookahead_lr * grads[k, offset:offset + p.numel()].view(p.shape))
-                offset += p.numel()
+            for p, delta in zip(shared, lookahead(learner, shared, grads[k], lookahead_lr, step)):
+                p.add_(delta)
             after = learner.per_game_losses(obs, action, target, game)[0][present]
             affinity[i, idx] = (1 - after / base.clamp(min=1e-12)).cpu().double().numpy()
             for p, old in zip(shared, saved):

@@ -5,6 +5,10 @@ score = sum over groups S, over j in S, of the mean over i in S, i != j, of affi
 (TAG's grouping objective, Fifty et al. 2021; a game alone receives 0). Choosing at most K
 groups to maximize it is Standley et al. 2020's network-selection problem restricted to
 partitions: exact enumeration up to EXACT_MAX_GAMES games, a documented heuristic above.
+
+A compute budget counts what the chosen torsos cost to run: `cost[n]` is the time of one update of
+a torso serving n games, and a partition costs the sum over its groups. Under a budget only the
+exact search runs (the matching of networks and tasks, Standley et al. 2020, with time as the price).
 """
 
 from __future__ import annotations
@@ -83,8 +87,15 @@ def partition_score(affinity: np.ndarray, labels) -> float:
     return sum(group_score(affinity, [i for i, l in enumerate(labels) if l == k]) for k in set(labels))
 
 
-def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0) -> tuple[list[int], float, str]:
-    """Group label per game maximizing `partition_score` with at most `max_groups` groups.
+def partition_cost(labels, cost: dict[int, float]) -> float:
+    """Summed per-update cost of the partition's torsos, `cost[n]` for a torso serving n games."""
+    return sum(cost[list(labels).count(k)] for k in set(labels))
+
+
+def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0, cost: dict[int, float] | None = None,
+                   budget: float | None = None) -> tuple[list[int], float, str]:
+    """Group label per game maximizing `partition_score` with at most `max_groups` groups and, if a
+    budget is given, a `partition_cost` within it.
 
     Returns (labels, score, method). Ties keep the partition found first (fewer groups first in
     the exact search's order).
@@ -92,6 +103,8 @@ def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0) -> tupl
     n = len(affinity)
     if max_groups < 1:
         raise GroupsError(f"--networks must be at least 1, got {max_groups}")
+    if budget is not None and n > EXACT_MAX_GAMES:
+        raise GroupsError(f"--budget-ms needs the exact search: at most {EXACT_MAX_GAMES} games, got {n}")
     if n <= EXACT_MAX_GAMES:
         subset = [group_score(affinity, [i for i in range(n) if mask >> i & 1]) for mask in range(1 << n)]
         best, best_score = None, -np.inf
@@ -100,10 +113,15 @@ def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0) -> tupl
             for i, label in enumerate(labels):
                 masks[label] |= 1 << i
             score = sum(subset[m] for m in masks)
-            if score > best_score + 1e-12:
+            if score > best_score + 1e-12 and (budget is None or partition_cost(labels, cost) <= budget):
                 best, best_score = labels, score
+        if best is None:
+            cheapest = min(partition_cost(labels, cost) for labels in _partitions(n, max_groups))
+            raise GroupsError(f"no grouping into <= {max_groups} networks fits --budget-ms {budget:g}: "
+                              f"the cheapest costs {cheapest:.1f} ms per update")
+        within = f" within {budget:g} ms per update" if budget is not None else ""
         return list(best), partition_score(affinity, best), (
-            f"exact search over every partition of {n} games into <= {max_groups} groups")
+            f"exact search over every partition of {n} games into <= {max_groups} groups{within}")
     return _local_search(affinity, max_groups, seed) + (
         f"heuristic ({n} > {EXACT_MAX_GAMES} games): greedy merging, then single-game moves and swaps "
         f"until no move improves, best of 20 restarts",)

@@ -5,7 +5,9 @@ depend on how many of its samples the batch happens to hold. The balancer (agent
 turns them into one update: `equal` (their sum, linear scalarization), `weighted` (fixed
 per-game weights), `popart` (sum of losses on PopArt-normalized targets) or `pcgrad` (sum of
 per-game gradients on the shared torso after projecting conflicting components away). Soft
-sharing adds `soft_coupling` times the torsos' distance from their mean.
+sharing adds `soft_coupling` times the torsos' distance from their mean; learned sharing adds
+`gate_sparsity` and `gate_sharing` times the gates' costs, and steps the gate logits at `gate_lr`
+(they must cross from open to closed within a run, which 1e-4 per step would not allow).
 
 Why a sum and not a mean: each game's head then gets exactly the gradient a one-game agent with
 the same batch would get, and so the same Adam step. With the mean it got 1/G of it, and where
@@ -59,7 +61,8 @@ class DQNLearner:
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
                  soft_coupling: float = 0.0, random_shift: int = 0, intensity_noise: float = 0.0,
-                 reset_interval: int = 0, target_tau: float = 0.0,
+                 reset_interval: int = 0, target_tau: float = 0.0, gate_sparsity: float = 0.0,
+                 gate_sharing: float = 0.0, gate_lr: float = 1e-2,
                  device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
@@ -71,8 +74,12 @@ class DQNLearner:
         # a target synced after every update is the online network: no second copy, no second forward
         self.target_is_online = target_update_period == 1 and not target_tau
         self.target = self.online if self.target_is_online else copy.deepcopy(self.online).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=learning_rate, eps=adam_eps,
+        gates = self.online.gate_parameters()
+        rest = [p for p in self.online.parameters() if all(p is not g for g in gates)]
+        groups = [{"params": rest}] + ([{"params": gates, "lr": gate_lr}] if gates else [])
+        self.optimizer = torch.optim.Adam(groups, lr=learning_rate, eps=adam_eps,
                                           fused=self.device.type in ("cpu", "cuda"))
+        self.gate_costs = (gate_sparsity, gate_sharing)
         self.gamma = gamma
         self.target_update_period = target_update_period
         self.target_tau = target_tau
@@ -151,13 +158,17 @@ class DQNLearner:
             bad = (present & ~torch.isfinite(per_game)).nonzero().flatten().tolist()
             raise NonFiniteError(self.updates + 1, bad, "TD loss (targets or Q-values)")
         penalty = self.online.soft_penalty() if self.soft_coupling else None
+        extra = self.soft_coupling * penalty if penalty is not None else None
+        if self.online.gated:
+            sparsity, sharing = self.online.gate_penalties()
+            extra = self.gate_costs[0] * sparsity + self.gate_costs[1] * sharing
         self.optimizer.zero_grad(set_to_none=True)
         if self.balance == "pcgrad":
             self._pcgrad_backward(per_game, present)
-            if penalty is not None:
-                (self.soft_coupling * penalty).backward()
+            if extra is not None and extra.requires_grad:
+                extra.backward()
         else:
-            (loss if penalty is None else loss + self.soft_coupling * penalty).backward()
+            (loss if extra is None else loss + extra).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm or math.inf)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
@@ -173,6 +184,8 @@ class DQNLearner:
         metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(), "grad_norm": grad_norm.detach()}
         if penalty is not None:
             metrics["soft_penalty"] = penalty.detach()
+        if self.online.gated:
+            metrics["gate_sparsity"], metrics["gate_sharing"] = sparsity.detach(), sharing.detach()
         return metrics
 
     def _update_target(self) -> None:
@@ -188,6 +201,14 @@ class DQNLearner:
         with torch.no_grad():
             for target, online in zip(self.target.parameters(), self.online.parameters()):
                 target.lerp_(online, self.target_tau)
+
+    def freeze_gates(self) -> None:
+        """Learned sharing's gates fixed at their hard 0/1 values; their Adam group's rate drops to 0 so that
+        no momentum (PCGrad hands them zero gradients, not none) moves a logit across 0 afterwards."""
+        for network in self._networks():
+            network.freeze_gates()
+        for group in self.optimizer.param_groups[1:]:
+            group["lr"] = 0.0
 
     def reset_heads(self) -> None:
         """Fresh weights and Adam moments for the online Q-heads (and value streams); the torso and the

@@ -2,7 +2,9 @@
 
 `torso_of[g]` names the torso game g reads its features from: all zeros is hard sharing (one
 torso, the default), `range(G)` is no sharing (a network per game), anything between is grouped
-sharing. Soft sharing is `range(G)` with equal initial torsos plus `soft_penalty` in the loss.
+sharing. Soft sharing is `range(G)` with equal initial torsos plus `soft_penalty` in the loss. Learned
+sharing (`gated=True`) is one torso whose channels each game switches on or off with gates of its
+own, trained with the loss (see `GATES` below).
 
 All heads live in one linear layer whose output columns are the games' action sets laid end to
 end, so a mixed-game batch costs one matmul; `forward(obs, game_ids)` gathers each sample's own
@@ -24,6 +26,16 @@ from torch import nn
 NORMS = ("none", "layer")
 PADDINGS = ("valid", "same")
 INITS = ("torch", "xavier")
+LAYERS = ("conv1", "conv2", "conv3", "dense")
+
+# Learned sharing: game g keeps channel c of layer l when its gate logit a[g, c] > 0. While training,
+# the forward pass uses a Gumbel-sigmoid sample with a straight-through gradient (AdaShare, Sun et al.
+# 2020; Louizos et al. 2018's hard-concrete family): 1[a + n > 0] forward, d sigmoid((a + n) / T) / da
+# backward, n a logistic noise bounded by GATE_NOISE. Logits start at GATE_INIT > GATE_NOISE, so every
+# gate is open at step 0: the network is then exactly hard sharing, noise or not.
+GATE_INIT = 3.0
+GATE_NOISE = 2.5
+GATE_TEMPERATURE = 1.0
 
 
 class NatureTorso(nn.Module):
@@ -41,16 +53,23 @@ class NatureTorso(nn.Module):
     SPR): feature maps 21x21, 11x11, 11x11 instead of 20x20, 9x9, 7x7, so the dense layer reads
     7,744 features instead of 3,136. init="xavier" is their Xavier-uniform weights with zero biases
     (torch's default is Kaiming-uniform with a=sqrt(5) and small random biases).
+
+    width=W multiplies every layer's channels (32, 64, 64, 512 at 1): room for games that stop
+    sharing to have channels of their own. `forward(obs, masks)` multiplies each layer's output
+    (after its ReLU) by masks[k] [batch, channels], one row per sample: the gates of learned sharing.
     """
 
-    out_features = 512
-
-    def __init__(self, in_channels: int = 4, norm: str = "none", padding: str = "valid", init: str = "torch"):
+    def __init__(self, in_channels: int = 4, norm: str = "none", padding: str = "valid", init: str = "torch",
+                 width: float = 1.0):
         super().__init__()
         for name, value, valid in (("norm", norm, NORMS), ("padding", padding, PADDINGS), ("init", init, INITS)):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+        if not width > 0:
+            raise ValueError(f"torso width must be > 0, got {width}")
         layer, same = norm == "layer", padding == "same"
+        c1, c2, c3, dense = self.channels = tuple(max(1, round(c * width)) for c in (32, 64, 64, 512))
+        self.out_features = dense
 
         def block(module, normalize, pad=None):
             # SAME pads (total // 2, total - total // 2) per side; pad modules only when asked, so the
@@ -59,19 +78,28 @@ class NatureTorso(nn.Module):
                 nn.ReLU()]
 
         self.net = nn.Sequential(
-            *block(nn.Conv2d(in_channels, 32, 8, stride=4), nn.GroupNorm(1, 32), (2, 2, 2, 2)),
-            *block(nn.Conv2d(32, 64, 4, stride=2), nn.GroupNorm(1, 64), (1, 2, 1, 2)),
-            *block(nn.Conv2d(64, 64, 3, stride=1), nn.GroupNorm(1, 64), (1, 1, 1, 1)),
+            *block(nn.Conv2d(in_channels, c1, 8, stride=4), nn.GroupNorm(1, c1), (2, 2, 2, 2)),
+            *block(nn.Conv2d(c1, c2, 4, stride=2), nn.GroupNorm(1, c2), (1, 2, 1, 2)),
+            *block(nn.Conv2d(c2, c3, 3, stride=1), nn.GroupNorm(1, c3), (1, 1, 1, 1)),
             nn.Flatten(),
-            *block(nn.Linear(7744 if same else 3136, self.out_features), nn.LayerNorm(self.out_features)),
+            *block(nn.Linear(c3 * (121 if same else 49), dense), nn.LayerNorm(dense)),
         )
         if init == "xavier":
             for m in self.net:
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     xavier(m)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs if obs.is_floating_point() else obs.float() / 255.0)
+    def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = obs if obs.is_floating_point() else obs.float() / 255.0
+        if masks is None:
+            return self.net(x)
+        relus = iter(masks)
+        for module in self.net:
+            x = module(x)
+            if isinstance(module, nn.ReLU):
+                mask = next(relus).to(x.dtype)
+                x = x * (mask[:, :, None, None] if x.dim() == 4 else mask)
+        return x
 
 
 def xavier(layer: nn.Module, fan_out: int | None = None) -> None:
@@ -93,13 +121,15 @@ class MultiHeadQNetwork(nn.Module):
     torso_of: torso index per game (default: one torso for all).
     tied_init: all torsos start from the same weights (soft sharing pulls them together from there).
     popart: heads output normalized values; `forward` unnormalizes with per-game (mu, sigma).
-    norm, padding, init: the torsos' options (see NatureTorso); init="xavier" also initializes the heads
-    so, each game's block of columns as its own layer.
+    norm, padding, init, width: the torsos' options (see NatureTorso); init="xavier" also initializes the
+    heads so, each game's block of columns as its own layer.
+    gated: learned sharing, one torso with per-game channel gates (parameters `gate_logits.K` [G, channels]
+    of layer K in LAYERS, and a buffer `gates_frozen`, so checkpoints carry them like any weight).
     """
 
     def __init__(self, action_counts: list[int], dueling: bool = False, torso_of: list[int] | None = None,
                  tied_init: bool = False, popart: bool = False, norm: str = "none", padding: str = "valid",
-                 init: str = "torch"):
+                 init: str = "torch", gated: bool = False, width: float = 1.0):
         super().__init__()
         self.action_counts = [int(n) for n in action_counts]
         self.dueling = dueling
@@ -110,13 +140,21 @@ class MultiHeadQNetwork(nn.Module):
                              f"index, using every index from 0 up")
         self.tied_init = tied_init
         self.popart = popart
-        self.norm, self.padding, self.init = norm, padding, init
-        torso = dict(norm=norm, padding=padding, init=init)
+        self.norm, self.padding, self.init, self.width = norm, padding, init, float(width)
+        torso = dict(norm=norm, padding=padding, init=init, width=width)
         first = NatureTorso(**torso)
         self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(**torso)
                                                for _ in range(max(self.torso_of))])
-        self.heads = nn.Linear(NatureTorso.out_features, sum(self.action_counts))
-        self.values = nn.Linear(NatureTorso.out_features, len(self.action_counts)) if dueling else None
+        self.gated = gated
+        if gated:
+            if len(self.torsos) != 1:
+                raise ValueError("gated (learned) sharing gates one torso: torso_of must be all zeros")
+            self.gate_logits = nn.ParameterList([nn.Parameter(torch.full((self.num_games, c), GATE_INIT))
+                                                 for c in first.channels])
+            self.register_buffer("gates_frozen", torch.tensor(False))
+        features = first.out_features
+        self.heads = nn.Linear(features, sum(self.action_counts))
+        self.values = nn.Linear(features, len(self.action_counts)) if dueling else None
         if init == "xavier":
             self.init_heads()
         max_actions = max(self.action_counts)
@@ -143,7 +181,7 @@ class MultiHeadQNetwork(nn.Module):
         """What it takes to rebuild this architecture (stored in checkpoints)."""
         return {"action_counts": self.action_counts, "dueling": self.dueling, "torso_of": self.torso_of,
                 "tied_init": self.tied_init, "popart": self.popart, "norm": self.norm, "padding": self.padding,
-                "init": self.init}
+                "init": self.init, "gated": self.gated, "width": self.width}
 
     @torch.no_grad()
     def init_heads(self) -> None:
@@ -163,15 +201,46 @@ class MultiHeadQNetwork(nn.Module):
             layer.bias.copy_(fresh.bias)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The torsos' parameters: where games' gradients meet (heads are per game)."""
+        """The torsos' parameters: where games' gradients meet (heads and gates are per game)."""
         return list(self.torsos.parameters())
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The gate logits (none unless gated): the learner gives them a learning rate of their own."""
+        return list(self.gate_logits) if self.gated else []
+
+    def hard_gates(self) -> list[torch.Tensor]:
+        """Per layer, [G, channels] of exact 0/1: which channels each game uses (evaluation and acting use these)."""
+        return [(a > 0).float() for a in self.gate_logits]
+
+    def gates(self) -> list[torch.Tensor]:
+        """The gates a forward pass multiplies by: sampled with a straight-through gradient where a gradient
+        is taken in training mode and the gates are not frozen, the hard gates everywhere else (acting,
+        TD targets, evaluation, after the freeze), so those stay deterministic."""
+        if not (self.training and torch.is_grad_enabled()) or bool(self.gates_frozen):
+            return self.hard_gates()
+        return [straight_through_gate(a) for a in self.gate_logits]
+
+    @torch.no_grad()
+    def freeze_gates(self) -> None:
+        """Fix every gate at its hard 0/1 value from now on: the logits get no more gradient."""
+        self.gates_frozen.fill_(True)
+
+    def gate_penalties(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sparsity, sharing) costs of the current keep probabilities; zeros once frozen (nothing moves)."""
+        if bool(self.gates_frozen):
+            zero = self.heads.weight.new_zeros(())
+            return zero, zero
+        probs = [torch.sigmoid(a) for a in self.gate_logits]
+        return sparsity_cost(probs), sharing_cost(probs)
+
     def features(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            return self.torsos[0](obs, [g[game_ids] for g in self.gates()])
         if len(self.torsos) == 1:
             return self.torsos[0](obs)
         obs = obs if obs.is_floating_point() else obs.float() / 255.0
         which = self.torso_index[game_ids]
-        out = obs.new_zeros(len(obs), NatureTorso.out_features)
+        out = obs.new_zeros(len(obs), self.torsos[0].out_features)
         for t, torso in enumerate(self.torsos):
             rows = (which == t).nonzero().flatten()
             if len(rows):
@@ -238,3 +307,35 @@ class MultiHeadQNetwork(nn.Module):
         for key in [k for k in state_dict if k.startswith(prefix + "torso.")]:
             state_dict[prefix + "torsos.0." + key[len(prefix + "torso."):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def straight_through_gate(logits: torch.Tensor) -> torch.Tensor:
+    """Gumbel-sigmoid sample of 0/1 gates with a straight-through gradient (see GATE_INIT above).
+
+    The logistic noise log(u / (1 - u)) is bounded to +-GATE_NOISE (u drawn away from 0 and 1), so
+    a logit above GATE_NOISE is a gate that is surely open, one below -GATE_NOISE surely closed.
+    """
+    bound = torch.sigmoid(torch.tensor(GATE_NOISE)).item()
+    u = torch.empty_like(logits).uniform_(1 - bound, bound)
+    noisy = logits + torch.log(u) - torch.log1p(-u)
+    soft = torch.sigmoid(noisy / GATE_TEMPERATURE)
+    return (noisy > 0).to(soft.dtype) + (soft - soft.detach())  # parenthesized: exactly 0 forward, so exactly 0/1
+
+
+def sparsity_cost(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Each game pays, per layer, the fraction of the layer's channels it keeps: sum_l sum_g mean_c p[l][g, c].
+
+    probs: per layer, [G, channels] keep probabilities. A layer costs the same whatever its width.
+    """
+    return sum(p.mean(1).sum() for p in probs)
+
+
+def sharing_cost(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Games pay for using different channels: sum_l sum_{g<h} mean_c |p[l][g, c] - p[l][h, c]| (AdaShare's
+    sharing loss without its layer weights): 0 when every game keeps the same channels."""
+    total = 0.0
+    for p in probs:
+        diff = (p[:, None, :] - p[None, :, :]).abs().mean(-1)
+        total = total + diff.triu(1).sum()
+    return total
+

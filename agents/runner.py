@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents import checkpoint, conflict
+from agents import checkpoint, conflict, structure
 from agents.actor import Actor, ActorStep, linear_epsilon
 from agents.config import TrainConfig, task_weights
 from agents.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
@@ -46,7 +46,7 @@ def library_versions() -> dict[str, str]:
 
 def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> dict:
     """MultiHeadQNetwork's arguments for the config's sharing mode and balancer."""
-    if cfg.sharing == "shared":
+    if cfg.sharing in ("shared", "learned"):
         torso_of = [0] * len(games)
     elif cfg.sharing == "grouped":
         torso_of = parse_groups(cfg.groups, games)
@@ -54,7 +54,7 @@ def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -
         torso_of = list(range(len(games)))
     return {"action_counts": action_counts, "dueling": cfg.dueling, "torso_of": torso_of,
             "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart", "norm": cfg.norm,
-            "padding": cfg.padding, "init": cfg.init}
+            "padding": cfg.padding, "init": cfg.init, "gated": cfg.sharing == "learned", "width": cfg.torso_width}
 
 
 def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
@@ -67,6 +67,7 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
         soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, random_shift=cfg.random_shift,
         intensity_noise=cfg.intensity_noise, reset_interval=cfg.reset_interval, target_tau=cfg.target_tau,
+        gate_sparsity=cfg.gate_sparsity, gate_sharing=cfg.gate_sharing, gate_lr=cfg.gate_lr,
         device=cfg.device, precision=cfg.precision)
 
 
@@ -157,6 +158,8 @@ class Trainer:
                         "replay/bytes_per_transition": self.replay.bytes_per_transition,
                     }, done_frames)
                     last_time, last_frames = now, total
+                    if self.learner.online.gated:
+                        self.log_gates(done_frames)
                     finished = [r for r in recent_return if not math.isnan(r)]
                     bar.set_postfix(fps=f"{fps:,.0f}", ret=f"{np.mean(finished):.1f}" if finished else "-",
                                     refresh=False)
@@ -234,6 +237,9 @@ class Trainer:
         self.frames += frames
         if learning:
             self.update_credit += frames.sum() / FRAMESKIP / len(self.games) / self.cfg.train_frequency
+        freeze = self.cfg.gate_freeze_frames
+        if freeze and self.learner.online.gated and self.frames.min() >= freeze and not self.learner.online.gates_frozen:
+            self.learner.freeze_gates()
 
     def sample(self, ready: list[int]):
         """A task-balanced batch: `batch_size` transitions of each ready game."""
@@ -273,7 +279,7 @@ class Trainer:
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
         """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
         transfer = conflict.measure(self.learner, self.replay.sample(self.cfg.conflict_batch_size, ready),
-                                    self.cfg.affinity_lr)
+                                    self.cfg.affinity_lr, self.cfg.affinity_step)
         frames, update = int(self.frames.min()), self.learner.updates
         conflict.append_csv(self.run_dir / "conflict.csv", transfer, self.games, frames, update)
         self.tracker.log(conflict.summary_metrics(transfer, self.games, pairs=len(self.games) <= 8), frames)
@@ -282,6 +288,15 @@ class Trainer:
             "conflict/affinity_heatmap": lambda: conflict.heatmap(
             transfer.affinity, self.games, f"TAG affinity (row -> column), update {update}")}, frames)
         return transfer
+
+    def log_gates(self, frames: int) -> None:
+        """Learned sharing: each game's gate density, the mean overlap, and the overlap heatmap (W&B)."""
+        gates = structure.hard_gates(self.learner.online)
+        self.tracker.log(structure.metrics(gates, self.games), frames)
+        if len(self.games) > 1:
+            self.tracker.log_figures({"train/gate_overlap_heatmap": lambda: structure.heatmap(
+                structure.overlaps(gates)["all"], self.games, f"gate overlap (Jaccard), {frames:,} frames per game")},
+                frames)
 
     def _catch_signals(self):
         """SIGINT/SIGTERM: finish the step, checkpoint, stop; a second Ctrl-C interrupts at once."""
@@ -416,6 +431,9 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+PENALTIES = ("soft_penalty", "gate_sparsity", "gate_sharing")  # structure costs the learner reports
+
+
 class _Window:
     """Per-game metrics accumulated between two logs."""
 
@@ -429,7 +447,7 @@ class _Window:
         self.loss_count = None
         self.q = []
         self.grad_norm = []
-        self.soft_penalty = []
+        self.penalties = defaultdict(list)
         self.updates = 0
 
     def add_episode(self, game: int, ret: float, frames: int):
@@ -446,8 +464,9 @@ class _Window:
         self.loss_count += present
         self.q.append(metrics["q"])
         self.grad_norm.append(metrics["grad_norm"])
-        if "soft_penalty" in metrics:
-            self.soft_penalty.append(metrics["soft_penalty"])
+        for name in PENALTIES:
+            if name in metrics:
+                self.penalties[name].append(metrics[name])
         self.updates += 1
 
     def flush(self, games: list[str], epsilon: np.ndarray) -> dict:
@@ -469,7 +488,7 @@ class _Window:
             out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
             out["train/q_mean"] = float(torch.stack(self.q).mean())
             out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
-        if self.soft_penalty:
-            out["train/soft_penalty"] = float(torch.stack(self.soft_penalty).mean())
+        for name, values in self.penalties.items():
+            out[f"train/{name}"] = float(torch.stack(values).mean())
         self.reset()
         return out

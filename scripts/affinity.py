@@ -69,8 +69,9 @@ def main(argv: list[str]) -> None:
     overshoot = [g for g, a in zip(games, np.diag(means["affinity"])) if a < 0]
     if overshoot:  # a lookahead step that raises a game's own loss measures the step size, not transfer
         print(f"\nwarning: a lookahead step on its own loss raised the loss of {', '.join(overshoot)} (negative "
-              f"self-affinity): --affinity-lr was too large for this run's gradients, so its affinities say little "
-              f"about transfer; the gradient cosines do not depend on it. Retrain with a smaller --affinity-lr.",
+              f"self-affinity): the lookahead step was too large for this run's gradients, so its affinities say little "
+              f"about transfer; the gradient cosines do not depend on it. Retrain with --affinity-step adam or a "
+              f"smaller --affinity-lr.",
               file=sys.stderr)
     print(f"\nwrote {out / 'affinity.csv'} (for mtdqn group --affinity), {out / 'cosine.csv'} and their .png heatmaps",
           file=sys.stderr)

@@ -11,6 +11,7 @@ COMMANDS = {
     "bench": "Measure acting, training and scaling throughput and replay memory against references.",
     "affinity": "Average a run's gradient-conflict and inter-task-affinity measurements.",
     "group": "Choose which games to train together from an affinity matrix.",
+    "sharing": "Show what a --sharing learned run shares: channels per game, overlaps, groups.",
     "compare": "Put runs' per-game HNS side by side: ratios, aggregates, negative transfer.",
     "baseline": "Train SB3's single-task DQN on one game under the same protocol, for comparison.",
 }

@@ -89,3 +89,34 @@ def test_affinity_warns_when_the_lookahead_step_overshoots(tmp_path):
     assert len(warning) == 1 and "raised the loss of a (negative self-affinity)" in warning[0]
     (run / "conflict.csv").write_text("\n".join(rows).replace("affinity,a,a,-2.0", "affinity,a,a,0.3") + "\n")
     assert "warning" not in mtdqn("affinity", run, cwd=tmp_path).stderr
+
+
+def test_adam_lookahead_is_the_learners_preconditioned_step_by_hand():
+    """-lr g / (sqrt(v_hat) + eps), v_hat = (beta2 v + (1 - beta2) g^2) / (1 - beta2^(t + 1)), no momentum."""
+    from types import SimpleNamespace
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = torch.optim.Adam([p], lr=0.1, betas=(0.9, 0.99), eps=1e-3)
+    p.grad = torch.tensor([0.5, 1.0])
+    optimizer.step()  # t = 1, v = 0.01 g0^2
+    learner = SimpleNamespace(optimizer=optimizer)
+    g = torch.tensor([2.0, -0.5])
+    v = 0.99 * 0.01 * torch.tensor([0.25, 1.0]) + 0.01 * g ** 2
+    expected = -0.1 * g / ((v / (1 - 0.99 ** 2)).sqrt() + 1e-3)
+    torch.testing.assert_close(conflict.lookahead(learner, [p], g, 123.0, "adam")[0], expected)
+    fresh = SimpleNamespace(optimizer=torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.1, eps=1e-3))
+    q = fresh.optimizer.param_groups[0]["params"][0]  # no state yet: v_hat = g^2, a sign step of lr
+    torch.testing.assert_close(conflict.lookahead(fresh, [q], g, 1.0, "adam")[0], -0.1 * g / (g.abs() + 1e-3))
+    torch.testing.assert_close(conflict.lookahead(learner, [p], g, 0.5, "sgd")[0], -0.5 * g)
+
+
+def test_adam_lookahead_lowers_each_games_own_loss_where_a_large_sgd_step_overshoots():
+    """Why adam is the default: it needs no step size of its own, and on tasks that agree its step on a
+    game's own loss lowers that loss, where SGD's affinities scale with --affinity-lr and at 1.0 overshoot."""
+    learner, batch = two_task_learner([[1.0, -1.0], [1.0, -1.0]])
+    for _ in range(5):
+        learner.update(batch)
+    adam = conflict.measure(learner, batch, lookahead_lr=1.0, step="adam")
+    sgd = conflict.measure(learner, batch, lookahead_lr=1.0, step="sgd")
+    assert (np.diag(adam.affinity) > 0).all() and (adam.affinity > 0).all()
+    assert (np.diag(sgd.affinity) < 0).all()

@@ -86,3 +86,39 @@ def test_affinity_files_are_checked(tmp_path):
             read_affinity(str(tmp_path / name))
     with pytest.raises(GroupsError, match="does not exist"):
         read_affinity(str(tmp_path / "missing.csv"))
+
+
+# ms per update of a torso serving n games: a torso's fixed cost plus each game's batch
+COST = {n: 10.0 + 5.0 * n for n in range(1, 5)}
+
+
+def test_a_budget_keeps_only_groupings_whose_torsos_fit_it():
+    labels, _, method = best_partition(PAIRS, max_groups=4, cost=COST, budget=40.0)
+    assert labels == [0, 0, 1, 1] and grouping.partition_cost(labels, COST) == 40.0 and "within 40 ms" in method
+    # 35 ms buys one torso only (30 ms); two torsos cost at least 40
+    assert best_partition(PAIRS, max_groups=4, cost=COST, budget=35.0)[0] == [0, 0, 0, 0]
+    with pytest.raises(GroupsError, match="the cheapest costs 30.0 ms"):
+        best_partition(PAIRS, max_groups=4, cost=COST, budget=20.0)
+
+
+def test_group_command_measures_torso_costs_and_chooses_within_the_budget(tmp_path, monkeypatch, capsys):
+    import scripts.group
+
+    measured = []
+    monkeypatch.setattr(scripts.group, "update_ms", lambda n, batch: measured.append((n, batch)) or COST[n])
+    path = tmp_path / "affinity.csv"
+    games = ["a", "b", "c", "d"]
+    path.write_text("source\\target," + ",".join(games) + "\n" +
+                    "".join(f"{g}," + ",".join(map(str, row)) + "\n" for g, row in zip(games, PAIRS)))
+    scripts.group.main(["--affinity", str(path), "--networks", "4", "--budget-ms", "35", "--batch-size", "8",
+                        "--out", str(tmp_path / "groups.txt")])
+    out = capsys.readouterr().out
+    assert measured == [(n, 8) for n in range(1, 5)]  # once per torso size
+    assert "| 1 | a, b, c, d | -0.06667 | 30.0 |" in out and "summed update time 30.0 ms (budget 35 ms)" in out
+    assert parse_groups(str(tmp_path / "groups.txt"), games) == [0, 0, 0, 0]
+
+
+def test_update_cost_is_measured_for_real():
+    from scripts.group import update_ms
+
+    assert update_ms(1, batch_size=2, repeats=1) > 0

@@ -1,0 +1,189 @@
+"""Learned sharing: per-game channel gates, exactly hard sharing at the start, the penalties by hand,
+the freeze, the width option, and gates carried by spec and state dict."""
+
+import pytest
+import torch
+
+from agents.learner import DQNLearner
+from agents.network import GATE_INIT, MultiHeadQNetwork, sharing_cost, sparsity_cost, straight_through_gate
+from test_learner import batch
+
+
+def obs(n=6, seed=0):
+    return torch.randint(0, 255, (n, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+GAMES = torch.tensor([2, 0, 1, 1, 0, 2])
+
+
+def test_a_fresh_learned_network_is_exactly_a_shared_network_with_the_same_weights():
+    torch.manual_seed(0)
+    learned = MultiHeadQNetwork([3, 5, 2], gated=True)
+    shared = MultiHeadQNetwork([3, 5, 2])
+    missing = shared.load_state_dict(learned.state_dict(), strict=False)
+    assert set(missing.unexpected_keys) == {f"gate_logits.{k}" for k in range(4)} | {"gates_frozen"}
+    assert not missing.missing_keys
+    x = obs()
+    reference = shared(x, GAMES)
+    for _ in range(3):  # sampled gates in training mode with a gradient: still all open, bit for bit
+        assert torch.equal(learned(x, GAMES), reference)
+    with torch.no_grad():
+        assert torch.equal(learned(x, GAMES), reference)
+    assert all(torch.equal(g, torch.ones_like(g)) for g in learned.hard_gates())
+    assert [tuple(g.shape) for g in learned.hard_gates()] == [(3, 32), (3, 64), (3, 64), (3, 512)]
+
+
+def test_straight_through_gates_are_0_1_forward_and_pass_the_sigmoid_gradient_back():
+    torch.manual_seed(0)
+    logits = torch.tensor([[-10.0, -0.1, 0.1, 10.0]], requires_grad=True)
+    samples = torch.stack([straight_through_gate(logits) for _ in range(200)])
+    assert set(samples.unique().tolist()) <= {0.0, 1.0}
+    assert samples[:, 0, 0].sum() == 0 and samples[:, 0, 3].min() == 1  # beyond the noise bound: sure
+    assert 0 < samples[:, 0, 1].mean() < 1 and 0 < samples[:, 0, 2].mean() < 1  # near 0: either way
+    straight_through_gate(logits).sum().backward()
+    assert (logits.grad > 0).all()  # d/da sigmoid(a + n) > 0 everywhere
+
+
+def test_sparsity_cost_by_hand():
+    # two games, a 4-channel and a 2-channel layer: each game pays the fraction of each layer it keeps
+    probs = [torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.5, 0.5, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])]
+    assert sparsity_cost(probs).item() == pytest.approx((0.5 + 0.5) + (0.5 + 0.0))
+
+
+def test_sharing_cost_by_hand():
+    # three games on one 2-channel layer: pairs (0,1) |1-0|,|0-1| -> mean 1; (0,2) |1-1|,|0-0.5| -> 0.25;
+    # (1,2) |0-1|,|1-0.5| -> 0.75
+    probs = [torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.5]])]
+    assert sharing_cost(probs).item() == pytest.approx(1.0 + 0.25 + 0.75)
+    assert sharing_cost([torch.full((4, 3), 0.3)]).item() == 0.0  # the same channels: nothing to pay
+
+
+def test_penalties_alone_close_gates_and_the_sharing_cost_pulls_games_together():
+    """Zero TD error (constant Q, terminal zero rewards): the only gradient on the gates is the penalties'."""
+    torch.manual_seed(0)
+    net = MultiHeadQNetwork([2, 2], gated=True, width=0.25)
+    with torch.no_grad():
+        net.heads.weight.zero_()
+        net.heads.bias.zero_()
+        net.gate_logits[0][1] = -1.0  # game 1 starts with conv1 closed: the sharing cost should reopen it
+    learner = DQNLearner(net, gate_sparsity=1.0, gate_sharing=0.0, gate_lr=0.1)
+    b = batch(rewards=[[0.0, 0, 0]] * 2, terminated=[True] * 2, steps=[1] * 2, game=[0, 1])
+    out = learner.update(b)
+    assert out["gate_sparsity"].item() > 0 and out["gate_sharing"].item() > 0
+    assert (net.gate_logits[3] < GATE_INIT).all()  # every logit moved toward closing
+    sharing = DQNLearner(MultiHeadQNetwork([2, 2], gated=True, width=0.25), gate_sparsity=0.0, gate_sharing=1.0,
+                         gate_lr=0.1)
+    with torch.no_grad():
+        sharing.online.gate_logits[0][1] = -1.0
+    sharing.update(b)
+    logits = sharing.online.gate_logits[0]
+    assert (logits[1] > -1.0).all() and (logits[0] < GATE_INIT).all()  # the two games move toward each other
+
+
+def test_after_the_freeze_gates_are_exactly_0_1_and_outputs_deterministic():
+    torch.manual_seed(0)
+    net = MultiHeadQNetwork([3, 5, 2], gated=True, width=0.5)
+    with torch.no_grad():
+        for a in net.gate_logits:
+            a.uniform_(-1, 1)  # near 0: sampled gates flip from one forward to the next
+    x = obs()
+    assert not torch.equal(net(x, GAMES), net(x, GAMES))
+    learner = DQNLearner(net, balance="pcgrad", gate_sparsity=1.0, gate_sharing=1.0)
+    before = [a.detach().clone() for a in net.gate_logits]
+    learner.freeze_gates()
+    assert bool(net.gates_frozen)
+    first = net(x, GAMES)
+    assert torch.equal(first, net(x, GAMES))
+    for g, a in zip(net.gates(), before):
+        assert torch.equal(g, (a > 0).float())
+    b = batch(rewards=[[1.0, 0, 0]] * 3, terminated=[True] * 3, steps=[1] * 3, game=[0, 1, 2])
+    for _ in range(3):  # PCGrad hands the frozen logits zero gradients: Adam must still not move them
+        learner.update(b)
+    assert all(torch.equal(a, old) for a, old in zip(net.gate_logits, before))
+    assert all(p.item() == 0 for p in net.gate_penalties())
+
+
+def test_the_freeze_survives_a_state_dict_round_trip():
+    net = MultiHeadQNetwork([3, 2], gated=True)
+    learner = DQNLearner(net)
+    learner.freeze_gates()
+    fresh = DQNLearner(MultiHeadQNetwork(**net.spec()))
+    fresh.load_state_dict(learner.state_dict())
+    assert bool(fresh.online.gates_frozen) and fresh.optimizer.param_groups[1]["lr"] == 0.0
+
+
+def test_torso_width_multiplies_every_layer():
+    net = MultiHeadQNetwork([3, 2], gated=True, width=2)
+    assert net.torsos[0].channels == (64, 128, 128, 1024)
+    assert net.heads.in_features == 1024 and net.gate_logits[3].shape == (2, 1024)
+    assert net(obs(2), torch.tensor([0, 1])).shape == (2, 3)
+    assert MultiHeadQNetwork([3], width=0.25).torsos[0].channels == (8, 16, 16, 128)
+    with pytest.raises(ValueError, match="width"):
+        MultiHeadQNetwork([3], width=0)
+    with pytest.raises(ValueError, match="all zeros"):
+        MultiHeadQNetwork([3, 2], torso_of=[0, 1], gated=True)
+
+
+def test_spec_rebuilds_a_gated_network_and_old_specs_still_build():
+    net = MultiHeadQNetwork([3, 5], gated=True, width=0.5, dueling=True)
+    with torch.no_grad():
+        net.gate_logits[1][0, :10] = -2.0
+    clone = MultiHeadQNetwork(**net.spec())
+    clone.load_state_dict(net.state_dict())
+    x, games = obs(2), torch.tensor([0, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x, games), net(x, games))
+    old = {k: v for k, v in MultiHeadQNetwork([3, 5]).spec().items() if k not in ("gated", "width")}
+    assert not MultiHeadQNetwork(**old).gated  # a checkpoint from before learned sharing
+
+
+def test_ray_actors_act_with_the_learners_gates():
+    """An actor rebuilds the gated network from network_spec and acts with the learner's hard gates."""
+    import numpy as np
+
+    from agents.config import TrainConfig
+    from agents.distributed import ActorWorker
+    from agents.runner import build_learner
+    from envs import PROTOCOLS
+
+    cfg = TrainConfig(suite="pong,breakout", sharing="learned", torso_width=0.5)
+    learner = build_learner(cfg, ["pong", "breakout"], [6, 4])
+    with torch.no_grad():
+        learner.online.gate_logits[3][1, :100] = -1.0  # breakout drops dense channels
+    worker = ActorWorker(["breakout"], [1], 1, PROTOCOLS["machado"].to_dict(), learner.online.spec(), 1, "fp32")
+    weights = {k: v.numpy() for k, v in learner.online.state_dict().items()}
+    worker.collect(2, np.zeros(2), generation=0, seed=1, weights=weights, version=0)
+    assert worker.network.gated and torch.equal(worker.network.gate_logits[3], learner.online.gate_logits[3])
+    x = torch.from_numpy(worker.actor.obs)
+    with torch.no_grad():
+        torch.testing.assert_close(worker.policy(x, torch.zeros(1, dtype=torch.long)),
+                                   learner.online(x, torch.ones(1, dtype=torch.long)))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("torso_width", 0.0, "--torso-width must be > 0"), ("gate_lr", 0.0, "--gate-lr must be > 0"),
+    ("gate_sparsity", -1.0, "--gate-sparsity must be >= 0"), ("gate_freeze_frames", -5, "--gate-freeze-frames must be >= 0"),
+])
+def test_bad_gate_options_are_refused(field, value, message):
+    from agents.config import ConfigError, TrainConfig, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(TrainConfig(suite="pong", sharing="learned", **{field: value}))
+
+
+def test_conflict_measurements_see_the_hard_gates():
+    """TAG's losses before and after a lookahead step compare one structure, not two gate samples."""
+    import numpy as np
+
+    from agents import conflict
+    from test_conflict import two_task_learner
+
+    learner, b = two_task_learner([[1.0, -1.0], [1.0, -1.0]])
+    gated = MultiHeadQNetwork([2, 2], gated=True, width=0.25)
+    with torch.no_grad():
+        for a in gated.gate_logits:
+            a.uniform_(-1, 1)  # sampled gates would differ from one loss to the next
+    learner = DQNLearner(gated, reward_clip=False)
+    first, second = (conflict.measure(learner, b, 0.01) for _ in range(2))
+    np.testing.assert_array_equal(first.affinity, second.affinity)
+    assert gated.training
