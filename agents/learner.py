@@ -12,7 +12,7 @@ sharing adds `soft_coupling` times the torsos' distance from their mean; learned
 Why a sum and not a mean: each game's head then gets exactly the gradient a one-game agent with
 the same batch would get, and so the same Adam step. With the mean it got 1/G of it, and where
 Adam's epsilon exceeds sqrt(v) (most of the weights of a young agent) the step is linear in the
-gradient: each game moved 1/G as far per update as it would alone (README, Reproduction).
+gradient: each game moved 1/G as far per update as it would alone (docs/reproduction.md).
 
 With target_update_period 1 (DER, DrQ(eps)) the target network is the online network itself, so
 the bootstrap takes one forward pass instead of two and no copy is made after each update.
