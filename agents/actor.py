@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.learner import Precision, autocast, epsilon_greedy
-from envs import FRAMESKIP, Protocol, make_env
+from mtdqn.agents.learner import Precision, autocast, epsilon_greedy
+from mtdqn.envs import FRAMESKIP, Protocol, make_env
 
 
 @dataclass

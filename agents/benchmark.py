@@ -22,10 +22,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from agents.config import TrainConfig
-from agents.runner import Trainer, auto_env_threads
-from agents.update_cost import VARIANTS, update_costs
-from envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
+from mtdqn.agents.config import TrainConfig
+from mtdqn.agents.runner import Trainer, auto_env_threads
+from mtdqn.agents.update_cost import VARIANTS, update_costs
+from mtdqn.envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
 
 BLOCKS = 5  # each comparison alternates its two sides in this many blocks, so load drifts hit both
 
@@ -222,7 +222,7 @@ def sb3_dqn(game: str, envs: int, learning_starts: int, protocol: str = "machado
     """
     from stable_baselines3 import DQN
 
-    from envs.sb3 import make_sb3_env
+    from mtdqn.envs.sb3 import make_sb3_env
 
     cfg = TrainConfig()
     env = make_sb3_env(game, envs, PROTOCOLS[protocol], num_threads=auto_env_threads(1, envs), seed=seed)

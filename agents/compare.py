@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs import aggregate_hns, hns
+from mtdqn.envs import aggregate_hns, hns
 
 
 class CompareError(ValueError):
@@ -47,7 +47,7 @@ def load_merged(spec: str, label: str | None = None) -> Evaluated:
 
 def load(path: str, label: str | None = None) -> Evaluated:
     """A run folder (its final periodic evaluation, else its newest `mtdqn evaluate`), eval folder or eval.json."""
-    from agents.evaluation import learning_curves
+    from mtdqn.agents.evaluation import learning_curves
 
     p = Path(path)
     curve = None

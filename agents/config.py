@@ -237,8 +237,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 def check_multitask(cfg: TrainConfig) -> None:
     """Options that only make sense together, and groups/weights that name the suite's games."""
-    from agents.grouping import GroupsError, parse_groups
-    from envs import resolve_games
+    from mtdqn.agents.grouping import GroupsError, parse_groups
+    from mtdqn.envs import resolve_games
 
     if cfg.sharing == "grouped" and not cfg.groups:
         raise ConfigError("--sharing grouped needs --groups 'a,b;c,d' (or a file from `mtdqn group`)")

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.actor import Actor
-from agents.config import ConfigError, TrainConfig
-from agents.network import MultiHeadQNetwork
-from agents.replay import GameReplay
-from agents.runner import Trainer, auto_env_threads, network_spec
-from envs import FRAMESKIP, Protocol, num_actions
+from mtdqn.agents.actor import Actor
+from mtdqn.agents.config import ConfigError, TrainConfig
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import GameReplay
+from mtdqn.agents.runner import Trainer, auto_env_threads, network_spec
+from mtdqn.envs import FRAMESKIP, Protocol, num_actions
 
 MAX_RESTARTS = 100  # per actor: Ray restarts a dead actor this often
 RETRY_S = 0.5  # a failed request is sent again after this pause (the actor may be restarting)...

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.learner import epsilon_greedy
-from envs import Protocol, aggregate_hns, hns, make_env
+from mtdqn.agents.learner import epsilon_greedy
+from mtdqn.envs import Protocol, aggregate_hns, hns, make_env
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones
 

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.augment import augment
-from agents.balance import BALANCES, pcgrad, popart_statistics
-from agents.network import MultiHeadQNetwork
-from agents.replay import Batch
+from mtdqn.agents.augment import augment
+from mtdqn.agents.balance import BALANCES, pcgrad, popart_statistics
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import Batch
 
 
 class NonFiniteError(ArithmeticError):

@@ -14,9 +14,9 @@ import os
 import time
 from dataclasses import replace
 
-from agents.benchmark import BenchOptions, Rate, Sizes, _blocks, _iterations, _loop, build_trainer, merge, settings
-from agents.distributed import RayTrainer, connect
-from envs import resolve_games
+from mtdqn.agents.benchmark import BenchOptions, Rate, Sizes, _blocks, _iterations, _loop, build_trainer, merge, settings
+from mtdqn.agents.distributed import RayTrainer, connect
+from mtdqn.envs import resolve_games
 
 ACTOR_COUNTS = (1, 2)
 
@@ -34,7 +34,7 @@ def _ray_block(trainer: RayTrainer, steps: int) -> Rate:
 
 def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message: None) -> dict:
     """Local acting and Ray acting with each of ACTOR_COUNTS, alternating blocks; the JSON `mtdqn bench` writes."""
-    from agents import benchmark
+    from mtdqn.agents import benchmark
 
     sizes = sizes or (benchmark.QUICK if opts.quick else Sizes())
     start = time.perf_counter()

@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents import checkpoint, conflict, structure
-from agents.actor import Actor, ActorStep, linear_epsilon
-from agents.config import TrainConfig, task_weights
-from agents.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
+from mtdqn.agents import checkpoint, conflict, structure
+from mtdqn.agents.actor import Actor, ActorStep, linear_epsilon
+from mtdqn.agents.config import TrainConfig, task_weights
+from mtdqn.agents.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
                                write_report)
-from agents.grouping import parse_groups
-from agents.learner import DQNLearner, NonFiniteError
-from agents.network import MultiHeadQNetwork
-from agents.replay import TaskBalancedReplay
-from agents.tracking import Tracker
-from envs import FRAMESKIP, PROTOCOLS, hns, resolve_games
+from mtdqn.agents.grouping import parse_groups
+from mtdqn.agents.learner import DQNLearner, NonFiniteError
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import TaskBalancedReplay
+from mtdqn.agents.tracking import Tracker
+from mtdqn.envs import FRAMESKIP, PROTOCOLS, hns, resolve_games
 
 
 def library_versions() -> dict[str, str]:

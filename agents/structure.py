@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.network import LAYERS
+from mtdqn.agents.network import LAYERS
 
 
 def hard_gates(network) -> dict[str, np.ndarray]:

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agents.learner import DQNLearner
-from agents.network import MultiHeadQNetwork
-from agents.replay import Batch
+from mtdqn.agents.learner import DQNLearner
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import Batch
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Games, suites, protocols and scores: everything that knows about Atari and nothing about learning."""
 
-from envs.games import GameError, check_game, resolve_games, suites
-from envs.protocol import FRAMESKIP, PROTOCOLS, Protocol, make_env, num_actions
-from envs.scores import aggregate_hns, hns, reference_scores
+from mtdqn.envs.games import GameError, check_game, resolve_games, suites
+from mtdqn.envs.protocol import FRAMESKIP, PROTOCOLS, Protocol, make_env, num_actions
+from mtdqn.envs.scores import aggregate_hns, hns, reference_scores
 
 __all__ = [
     "FRAMESKIP", "PROTOCOLS", "GameError", "Protocol", "aggregate_hns", "check_game", "hns",

@@ -35,7 +35,7 @@ def all_games() -> tuple[str, ...]:
 
 
 def _atari57() -> tuple[str, ...]:
-    from envs.scores import reference_scores
+    from mtdqn.envs.scores import reference_scores
 
     return tuple(reference_scores())
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
-from envs.protocol import Protocol, make_env
+from mtdqn.envs.protocol import Protocol, make_env
 
 
 class AtariVecEnv(VecEnv):

@@ -19,7 +19,7 @@ import numpy as np
 @lru_cache(maxsize=1)
 def reference_scores() -> dict[str, tuple[float, float]]:
     """game -> (random, human) from `envs/data/atari57_human_random.csv`."""
-    text = resources.files("envs").joinpath("data/atari57_human_random.csv").read_text()
+    text = resources.files("mtdqn.envs").joinpath("data/atari57_human_random.csv").read_text()
     rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
     return {r["game"]: (float(r["random"]), float(r["human"])) for r in rows}
 

@@ -1,5 +1,5 @@
 """`python -m scripts ...` is `mtdqn ...`."""
 
-from scripts.cli import main
+from mtdqn.scripts.cli import main
 
 main()

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from agents import conflict
-from scripts.cli import UsageError, parse_options
+from mtdqn.agents import conflict
+from mtdqn.scripts.cli import UsageError, parse_options
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from agents.benchmark import BenchOptions
-from scripts.cli import UsageError, parse_options
+from mtdqn.agents.benchmark import BenchOptions
+from mtdqn.scripts.cli import UsageError, parse_options
 
 
 @dataclass
@@ -108,9 +108,9 @@ def faster_precision(by_precision: dict) -> str:
 
 
 def validate(args: BenchArgs) -> None:
-    from agents.benchmark import sb3_train_freq
-    from agents.config import TrainConfig
-    from envs import check_game, resolve_games
+    from mtdqn.agents.benchmark import sb3_train_freq
+    from mtdqn.agents.config import TrainConfig
+    from mtdqn.envs import check_game, resolve_games
 
     for name in ("envs_per_game", "scale_envs", "threads"):
         if getattr(args, name) <= 0:
@@ -143,15 +143,15 @@ def main(argv: list[str]) -> None:
                          "Measure acting, training and scaling throughput and replay memory against their references.")
     validate(args)
     if args.backend == "ray":
-        from agents.config import ConfigError, check_ray
+        from mtdqn.agents.config import ConfigError, check_ray
 
         try:
             check_ray(None)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        from agents import ray_bench as benchmark
+        from mtdqn.agents import ray_bench as benchmark
     else:
-        from agents import benchmark
+        from mtdqn.agents import benchmark
     table = benchmark.markdown_table if args.backend == "ray" else markdown_table
 
     out = Path(args.out or f"runs/bench/{time.strftime('%Y%m%d-%H%M%S')}-{'quick' if args.quick else 'full'}"

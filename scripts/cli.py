@@ -68,7 +68,7 @@ def integral_numbers(cls, argv: list[str]) -> list[str]:
     (tyro's int() would refuse it); anything else is left for the parser to judge."""
     import typing
 
-    from agents.config import number_kind, parse_number
+    from mtdqn.agents.config import number_kind, parse_number
 
     flags = {f"--{name.replace('_', '-')}" for name, hint in typing.get_type_hints(cls).items()
              if number_kind(hint) == "int"}
@@ -91,7 +91,28 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+_interrupted = False
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C before a command takes over signals: remembered, then raised as usual. A library whose
+    import is cut by it may swallow the KeyboardInterrupt and fail later in some other way
+    (numpy half imported); the flag lets that failure end as the interrupt it is."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def was_interrupted() -> bool:
+    return _interrupted
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -102,10 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import importlib
 
-        importlib.import_module(f"scripts.{command}").main(rest)
+        importlib.import_module(f"mtdqn.scripts.{command}").main(rest)
     except KeyboardInterrupt:  # before a command's own handling (e.g. while torch loads): nothing was written
         exit_interrupted("interrupted")
     except Exception as e:
+        if _interrupted:
+            exit_interrupted("interrupted")
         if isinstance(e, _user_errors()):
             fail(str(e))
         raise
@@ -113,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
 
 # raised for bad input by modules that may not be loaded: importing one only to catch its error
 # would load torch or ale-py before the arguments are even parsed
-USER_ERRORS = (("envs.games", "GameError"), ("agents.checkpoint", "CheckpointError"),
-               ("agents.grouping", "GroupsError"))
+USER_ERRORS = (("mtdqn.envs.games", "GameError"), ("mtdqn.agents.checkpoint", "CheckpointError"),
+               ("mtdqn.agents.grouping", "GroupsError"))
 
 
 def _user_errors() -> tuple[type, ...]:

@@ -11,12 +11,12 @@ from typing import Literal
 import torch
 import tyro
 
-from agents import checkpoint
-from agents.config import ConfigError, check_device
-from agents.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
-from agents.network import MultiHeadQNetwork
-from envs import PROTOCOLS, Protocol, check_game
-from scripts.cli import UsageError, parse_options
+from mtdqn.agents import checkpoint
+from mtdqn.agents.config import ConfigError, check_device
+from mtdqn.agents.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.envs import PROTOCOLS, Protocol, check_game
+from mtdqn.scripts.cli import UsageError, parse_options
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from agents.grouping import (best_partition, group_score, groups_string, partition_cost, partition_score,
+from mtdqn.agents.grouping import (best_partition, group_score, groups_string, partition_cost, partition_score,
                              read_affinity)
-from scripts.cli import UsageError, parse_options
+from mtdqn.scripts.cli import UsageError, parse_options
 
 
 @dataclass
@@ -40,9 +40,9 @@ def update_ms(num_games: int, batch_size: int, repeats: int = 5) -> float:
     import numpy as np
     import torch
 
-    from agents.learner import DQNLearner
-    from agents.network import MultiHeadQNetwork
-    from agents.replay import Batch
+    from mtdqn.agents.learner import DQNLearner
+    from mtdqn.agents.network import MultiHeadQNetwork
+    from mtdqn.agents.replay import Batch
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

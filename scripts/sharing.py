@@ -13,10 +13,10 @@ from pathlib import Path
 
 import tyro
 
-from agents import checkpoint, structure
-from agents.grouping import groups_string
-from scripts.affinity import matrix_table
-from scripts.cli import UsageError, parse_options
+from mtdqn.agents import checkpoint, structure
+from mtdqn.agents.grouping import groups_string
+from mtdqn.scripts.affinity import matrix_table
+from mtdqn.scripts.cli import UsageError, parse_options
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from envs.games import all_games, suites
-from envs.scores import reference_scores
+from mtdqn.envs.games import all_games, suites
+from mtdqn.envs.scores import reference_scores
 
 
 def main(argv: list[str]) -> None:

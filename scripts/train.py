@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from agents.config import ConfigError, TrainConfig, from_yaml, preset_options, validate
-from scripts.cli import UsageError, exit_interrupted, parse_options
+from mtdqn.agents.config import ConfigError, TrainConfig, from_yaml, preset_options, validate
+from mtdqn.scripts.cli import UsageError, exit_interrupted, parse_options, was_interrupted
 
 # torch and ale-py load only after the arguments parse: `-h` and a typo answer at once
 
@@ -109,7 +109,7 @@ def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
     """Ctrl-C before the loop took over signals: what a new run wrote before its first checkpoint is
     removed (it would only block its --out; an empty folder given as --out stays), anything else is
     left resumable. One line, exit code 130, no traceback."""
-    from agents import checkpoint
+    from mtdqn.agents import checkpoint
 
     if owned and checkpoint.latest(run_dir) is None:
         for item in list(run_dir.iterdir()) if run_dir.is_dir() else []:
@@ -122,8 +122,8 @@ def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    from agents import checkpoint
-    from envs import resolve_games
+    from mtdqn.agents import checkpoint
+    from mtdqn.envs import resolve_games
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -149,15 +149,19 @@ def main(argv: list[str]) -> None:
         train(cfg, state, run_dir, args, argv)
     except KeyboardInterrupt:
         interrupted(run_dir, owned, existed)
+    except Exception:
+        if not was_interrupted():  # e.g. numpy half imported when Ctrl-C cut its import
+            raise
+        interrupted(run_dir, owned, existed)
 
 
 def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]) -> None:
-    from agents.runner import Trainer, TrainingStopped
+    from mtdqn.agents.runner import Trainer, TrainingStopped
 
     trainer_class = Trainer
     if cfg.backend == "ray":  # join or start Ray now: an unreachable cluster fails before the folder exists
-        from agents.distributed import RayTrainer as trainer_class
-        from agents.distributed import connect
+        from mtdqn.agents.distributed import RayTrainer as trainer_class
+        from mtdqn.agents.distributed import connect
 
         try:
             connect(cfg.ray_address, cfg.num_actors)
@@ -171,7 +175,7 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
     with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
         f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
 
-    from agents.tracking import Tracker
+    from mtdqn.agents.tracking import Tracker
 
     tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
                             entity=cfg.wandb_entity, group=cfg.wandb_group,
@@ -188,7 +192,7 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
         print(f"stopped by {result['interrupted']}: checkpoint {result['checkpoint']}\n"
               f"resume with: mtdqn train --resume {run_dir}", file=sys.stderr)
         return
-    from agents.evaluation import markdown_table
+    from mtdqn.agents.evaluation import markdown_table
 
     print(markdown_table(result["report"]))
     print(f"run folder: {run_dir}\nfinal checkpoint: {result['checkpoint']}\n"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.balance import pcgrad, popart_statistics
-from agents.learner import DQNLearner
-from agents.network import MultiHeadQNetwork
+from mtdqn.agents.balance import pcgrad, popart_statistics
+from mtdqn.agents.learner import DQNLearner
+from mtdqn.agents.network import MultiHeadQNetwork
 from test_learner import batch
 
 

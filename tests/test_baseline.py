@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from agents import baseline
-from envs import PROTOCOLS
-from envs.sb3 import make_sb3_env
+from mtdqn.agents import baseline
+from mtdqn.envs import PROTOCOLS
+from mtdqn.envs.sb3 import make_sb3_env
 from test_cli import mtdqn
 
 

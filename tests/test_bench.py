@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents import benchmark
-from envs import PROTOCOLS, make_env
-from envs.sb3 import AtariVecEnv, make_sb3_env
-from scripts import bench
-from scripts.cli import main as cli_main
+from mtdqn.agents import benchmark
+from mtdqn.envs import PROTOCOLS, make_env
+from mtdqn.envs.sb3 import AtariVecEnv, make_sb3_env
+from mtdqn.scripts import bench
+from mtdqn.scripts.cli import main as cli_main
 
 TINY = benchmark.Sizes(acting_steps=200, fill_steps=80, learn_warmup_steps=16, train_steps=24, isolated_updates=2,
                        scale_steps=120, scale_games=(1, 2), cost_updates=1,
@@ -162,7 +162,7 @@ def test_update_cost_rows_count_what_each_variant_computes(result):
     the 32 successor stacks fewer FLOPs. Four games cost about 4 one-game updates."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from agents.network import MultiHeadQNetwork
+    from mtdqn.agents.network import MultiHeadQNetwork
 
     rows = {r["variant"]: r for r in result["update_cost"]}
     assert list(rows) == list(TINY.cost_variants)

@@ -18,18 +18,16 @@ TRAIN = ["--suite", GAMES, "--frames-per-game", "6000", "--learning-starts", "20
          "--conflict-interval", "100"]
 
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def source_env(**extra) -> dict:
-    """The environment for a subprocess that imports this checkout's packages (not another
-    checkout's editable install), whatever its working directory."""
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    """The environment for a subprocess: this one's, where `mtdqn` is the installed package
+    (`pip install -e .` of this checkout), plus `extra`."""
+    return {**os.environ, **extra}
 
 
 def mtdqn(*args, cwd: Path, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "scripts", *map(str, args)], cwd=cwd, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "mtdqn.scripts", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, env=source_env(WANDB_MODE="offline"), timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -147,7 +145,7 @@ def test_yaml_typos_and_wrong_types_are_refused(tmp_path):
 
 def test_flags_override_the_yaml_file(tmp_path):
     (tmp_path / "c.yaml").write_text("suite: pong\nframes-per-game: 12345\nbatch_size: 64\n")
-    from scripts.train import parse
+    from mtdqn.scripts.train import parse
 
     args = parse(["--config", str(tmp_path / "c.yaml"), "--batch-size", "16"])
     assert (args.suite, args.frames_per_game, args.batch_size) == ("pong", 12345, 16)
@@ -169,7 +167,7 @@ def test_out_that_is_a_file_is_refused(tmp_path):
 def test_a_checkpoint_of_another_architecture_is_refused(run, tmp_path):
     import torch
 
-    from agents import checkpoint
+    from mtdqn.agents import checkpoint
 
     state = checkpoint.load(sorted((run / "checkpoints").glob("*.pt"))[-1])
     state["action_counts"] = [7, 3]  # heads of other sizes than the saved weights

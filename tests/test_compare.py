@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from agents.compare import CompareError, compare, load, load_merged
-from agents.evaluation import summarize, write_report
-from envs import PROTOCOLS, reference_scores
+from mtdqn.agents.compare import CompareError, compare, load, load_merged
+from mtdqn.agents.evaluation import summarize, write_report
+from mtdqn.envs import PROTOCOLS, reference_scores
 from test_cli import mtdqn
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents import conflict
-from agents.learner import DQNLearner
-from agents.network import MultiHeadQNetwork
-from agents.replay import TaskBalancedReplay
+from mtdqn.agents import conflict
+from mtdqn.agents.learner import DQNLearner
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import TaskBalancedReplay
 
 
 def two_task_learner(rewards: list[list[float]], torso_of=(0, 0)):

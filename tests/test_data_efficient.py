@@ -6,12 +6,12 @@ import pytest
 import torch
 import yaml
 
-from agents.augment import random_shift, shift
-from agents.config import TrainConfig, preset_options, presets
-from agents.learner import DQNLearner
-from agents.network import MultiHeadQNetwork
-from agents.replay import Batch
-from scripts.train import parse
+from mtdqn.agents.augment import random_shift, shift
+from mtdqn.agents.config import TrainConfig, preset_options, presets
+from mtdqn.agents.learner import DQNLearner
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import Batch
+from mtdqn.scripts.train import parse
 from test_cli import mtdqn, one_line_error
 
 
@@ -43,7 +43,7 @@ def test_random_shift_draws_every_offset_independently_per_stack():
 def test_the_learner_shifts_states_and_successors_independently(monkeypatch):
     """With random_shift on, the online net sees shifted obs; the n-step successors are shifted by other offsets."""
     seen = []
-    monkeypatch.setattr("agents.augment.random_shift", lambda x, pad: seen.append((pad, x.clone())) or x.flip(-1))
+    monkeypatch.setattr("mtdqn.agents.augment.random_shift", lambda x, pad: seen.append((pad, x.clone())) or x.flip(-1))
     net = MultiHeadQNetwork([3])
     learner = DQNLearner(net, random_shift=4)
     obs = np.random.default_rng(0).integers(0, 255, (4, 4, 84, 84), dtype=np.uint8)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cli import COMMANDS, main, parse_options
+from mtdqn.scripts.cli import COMMANDS, main, parse_options
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -33,7 +33,7 @@ def shown_commands() -> list[tuple[str, list[str]]]:
 def args_class(command: str):
     import importlib
 
-    module = importlib.import_module(f"scripts.{command}")
+    module = importlib.import_module(f"mtdqn.scripts.{command}")
     return next(getattr(module, n) for n in dir(module) if n.endswith("Args") and n != "BenchOptions"
                 and getattr(getattr(module, n), "__module__", "") == module.__name__)
 
@@ -52,8 +52,8 @@ def test_every_shown_command_parses_as_written(page, argv):
     command, rest = argv[0], argv[1:]
     assert command in COMMANDS, f"{page}: unknown command {command!r}"
     if command == "train":
-        from agents.config import validate
-        from scripts.train import parse
+        from mtdqn.agents.config import validate
+        from mtdqn.scripts.train import parse
 
         if "--groups" in rest:  # a groups file that an earlier shown command writes: one group of the suite
             at = rest.index("--groups") + 1

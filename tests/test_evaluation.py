@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents.evaluation import run_episodes, summarize, write_report
-from agents.network import MultiHeadQNetwork
-from envs import PROTOCOLS, hns, make_env
+from mtdqn.agents.evaluation import run_episodes, summarize, write_report
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.envs import PROTOCOLS, hns, make_env
 
 SHORT = replace(PROTOCOLS["machado"], max_frames_per_episode=1200)
 
@@ -56,8 +56,8 @@ def test_colour_env_replays_the_same_emulation_as_the_grayscale_one():
 
 
 def test_learning_curves_follow_the_periodic_evaluations(tmp_path):
-    from agents.evaluation import learning_curves, plot_learning_curves
-    from envs import reference_scores
+    from mtdqn.agents.evaluation import learning_curves, plot_learning_curves
+    from mtdqn.envs import reference_scores
 
     def at_hns(game, value):
         random, human = reference_scores()[game]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents import checkpoint
-from agents.config import TrainConfig
-from agents.learner import DQNLearner, NonFiniteError
-from agents.network import MultiHeadQNetwork
-from agents.replay import Batch
-from agents.runner import Trainer, TrainingStopped
+from mtdqn.agents import checkpoint
+from mtdqn.agents.config import TrainConfig
+from mtdqn.agents.learner import DQNLearner, NonFiniteError
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import Batch
+from mtdqn.agents.runner import Trainer, TrainingStopped
 
 import wandb_records
 
@@ -79,7 +79,7 @@ def test_skip_mode_counts_bad_batches_and_finishes(tmp_path):
 def test_cli_exits_3_naming_the_game(tmp_path):
     # a learning rate so large that the loss overflows to inf within a few updates
     proc = subprocess.run(
-        [sys.executable, "-m", "scripts", "train", "--suite", "pong", "--frames-per-game", "4000", "--envs-per-game",
+        [sys.executable, "-m", "mtdqn.scripts", "train", "--suite", "pong", "--frames-per-game", "4000", "--envs-per-game",
          "1", "--learning-starts", "400", "--learning-rate", "1e30", "--no-reward-clip", "--eval-interval", "0",
          "--max-episode-frames", "800", "--out", tmp_path / "run"],
         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"})
@@ -94,7 +94,7 @@ def test_unreachable_wandb_falls_back_to_offline_and_never_stores_the_key(tmp_pa
     env = {**os.environ, "WANDB_API_KEY": key, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5"}
     env.pop("WANDB_MODE", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "scripts", "train", "--suite", "pong", "--frames-per-game", "800", "--envs-per-game",
+        [sys.executable, "-m", "mtdqn.scripts", "train", "--suite", "pong", "--frames-per-game", "800", "--envs-per-game",
          "1", "--learning-starts", "400", "--eval-interval", "0", "--eval-episodes", "1", "--max-episode-frames", "800",
          "--track", "--out", tmp_path / "run"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from envs import GameError, aggregate_hns, hns, reference_scores, resolve_games, suites
-from envs.games import all_games
+from mtdqn.envs import GameError, aggregate_hns, hns, reference_scores, resolve_games, suites
+from mtdqn.envs.games import all_games
 
 
 def test_suites_have_the_published_sizes_and_valid_ids():

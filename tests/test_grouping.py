@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from agents import grouping
-from agents.grouping import GroupsError, best_partition, parse_groups, partition_score, read_affinity
+from mtdqn.agents import grouping
+from mtdqn.agents.grouping import GroupsError, best_partition, parse_groups, partition_score, read_affinity
 
 # a and b help each other, c and d help each other, across the pairs they hurt
 PAIRS = np.array([
@@ -102,15 +102,14 @@ def test_a_budget_keeps_only_groupings_whose_torsos_fit_it():
 
 
 def test_group_command_measures_torso_costs_and_chooses_within_the_budget(tmp_path, monkeypatch, capsys):
-    import scripts.group
-
+    from mtdqn.scripts import group
     measured = []
-    monkeypatch.setattr(scripts.group, "update_ms", lambda n, batch: measured.append((n, batch)) or COST[n])
+    monkeypatch.setattr(group, "update_ms", lambda n, batch: measured.append((n, batch)) or COST[n])
     path = tmp_path / "affinity.csv"
     games = ["a", "b", "c", "d"]
     path.write_text("source\\target," + ",".join(games) + "\n" +
                     "".join(f"{g}," + ",".join(map(str, row)) + "\n" for g, row in zip(games, PAIRS)))
-    scripts.group.main(["--affinity", str(path), "--networks", "4", "--budget-ms", "35", "--batch-size", "8",
+    group.main(["--affinity", str(path), "--networks", "4", "--budget-ms", "35", "--batch-size", "8",
                         "--out", str(tmp_path / "groups.txt")])
     out = capsys.readouterr().out
     assert measured == [(n, 8) for n in range(1, 5)]  # once per torso size
@@ -119,6 +118,6 @@ def test_group_command_measures_torso_costs_and_chooses_within_the_budget(tmp_pa
 
 
 def test_update_cost_is_measured_for_real():
-    from scripts.group import update_ms
+    from mtdqn.scripts.group import update_ms
 
     assert update_ms(1, batch_size=2, repeats=1) > 0

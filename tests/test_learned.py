@@ -4,8 +4,8 @@ the freeze, the width option, and gates carried by spec and state dict."""
 import pytest
 import torch
 
-from agents.learner import DQNLearner
-from agents.network import GATE_INIT, MultiHeadQNetwork, sharing_cost, sparsity_cost, straight_through_gate
+from mtdqn.agents.learner import DQNLearner
+from mtdqn.agents.network import GATE_INIT, MultiHeadQNetwork, sharing_cost, sparsity_cost, straight_through_gate
 from test_learner import batch
 
 
@@ -141,10 +141,10 @@ def test_ray_actors_act_with_the_learners_gates():
     """An actor rebuilds the gated network from network_spec and acts with the learner's hard gates."""
     import numpy as np
 
-    from agents.config import TrainConfig
-    from agents.distributed import ActorWorker
-    from agents.runner import build_learner
-    from envs import PROTOCOLS
+    from mtdqn.agents.config import TrainConfig
+    from mtdqn.agents.distributed import ActorWorker
+    from mtdqn.agents.runner import build_learner
+    from mtdqn.envs import PROTOCOLS
 
     cfg = TrainConfig(suite="pong,breakout", sharing="learned", torso_width=0.5)
     learner = build_learner(cfg, ["pong", "breakout"], [6, 4])
@@ -165,7 +165,7 @@ def test_ray_actors_act_with_the_learners_gates():
     ("gate_sparsity", -1.0, "--gate-sparsity must be >= 0"), ("gate_freeze_frames", -5, "--gate-freeze-frames must be >= 0"),
 ])
 def test_bad_gate_options_are_refused(field, value, message):
-    from agents.config import ConfigError, TrainConfig, validate
+    from mtdqn.agents.config import ConfigError, TrainConfig, validate
 
     with pytest.raises(ConfigError, match=message):
         validate(TrainConfig(suite="pong", sharing="learned", **{field: value}))
@@ -175,7 +175,7 @@ def test_conflict_measurements_see_the_hard_gates():
     """TAG's losses before and after a lookahead step compare one structure, not two gate samples."""
     import numpy as np
 
-    from agents import conflict
+    from mtdqn.agents import conflict
     from test_conflict import two_task_learner
 
     learner, b = two_task_learner([[1.0, -1.0], [1.0, -1.0]])

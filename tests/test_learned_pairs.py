@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents import structure
-from agents.learner import DQNLearner
-from agents.network import MultiHeadQNetwork
-from agents.replay import TaskBalancedReplay
+from mtdqn.agents import structure
+from mtdqn.agents.learner import DQNLearner
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import TaskBalancedReplay
 
 K, WIDTH, UPDATES, BATCH = 8, 0.0625, 300, 64
 _tables = np.random.default_rng(123)

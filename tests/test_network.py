@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.network import MultiHeadQNetwork
-from envs import PROTOCOLS, num_actions
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.envs import PROTOCOLS, num_actions
 
 
 def test_real_games_have_different_action_counts():

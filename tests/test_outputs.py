@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.compare import load
-from agents.config import TrainConfig
-from agents.runner import Trainer
+from mtdqn.agents.compare import load
+from mtdqn.agents.config import TrainConfig
+from mtdqn.agents.runner import Trainer
 from test_cli import mtdqn, one_line_error, source_env
 
 EVAL = ["--episodes", "1", "--max-episode-frames", "200"]
@@ -98,7 +98,7 @@ TINY = ["--suite", "pong,breakout", "--frames-per-game", "800", "--learning-star
 @pytest.mark.parametrize("when", [0.5, 2.0, 4.0, "started"])
 def test_ctrl_c_at_the_start_leaves_nothing_or_a_resumable_run(tmp_path, when):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "scripts", "train", *TINY, "--out", str(out)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "mtdqn.scripts", "train", *TINY, "--out", str(out)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=source_env(WANDB_MODE="disabled"))
     if when == "started":  # the loop's own handler: checkpoint, then stop

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from agents.config import TrainConfig
-from agents.evaluation import game_done_line, learning_curve_figure, plot_learning_curves
-from agents.runner import progress_line
-from scripts.train import warn_if_cannot_learn
+from mtdqn.agents.config import TrainConfig
+from mtdqn.agents.evaluation import game_done_line, learning_curve_figure, plot_learning_curves
+from mtdqn.agents.runner import progress_line
+from mtdqn.scripts.train import warn_if_cannot_learn
 from test_cli import mtdqn
 
 PROGRESS = re.compile(r"progress: [\d,]+/1,600 frames per game \(\d+%\), [\d,]+ agent steps/s, [\d,]+ updates, "

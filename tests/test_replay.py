@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents.actor import Actor
-from agents.network import MultiHeadQNetwork
-from agents.replay import GameReplay, TaskBalancedReplay
-from envs import PROTOCOLS
+from mtdqn.agents.actor import Actor
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.replay import GameReplay, TaskBalancedReplay
+from mtdqn.envs import PROTOCOLS
 
 
 def play(game: str, steps: int, lanes: int, capacity: int, episode_frames: int):

@@ -11,13 +11,13 @@ import pytest
 import torch
 import yaml
 
-from agents.augment import intensity
-from agents.config import TrainConfig, preset_options
-from agents.learner import DQNLearner, autocast
-from agents.network import MultiHeadQNetwork, NatureTorso
-from agents.replay import TaskBalancedReplay
-from agents.runner import Trainer
-from envs import PROTOCOLS
+from mtdqn.agents.augment import intensity
+from mtdqn.agents.config import TrainConfig, preset_options
+from mtdqn.agents.learner import DQNLearner, autocast
+from mtdqn.agents.network import MultiHeadQNetwork, NatureTorso
+from mtdqn.agents.replay import TaskBalancedReplay
+from mtdqn.agents.runner import Trainer
+from mtdqn.envs import PROTOCOLS
 from test_cli import mtdqn
 from test_learner import ACTION_COUNTS, BEST, batch
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents import checkpoint
-from agents.config import TrainConfig
-from agents.runner import Trainer
+from mtdqn.agents import checkpoint
+from mtdqn.agents.config import TrainConfig
+from mtdqn.agents.runner import Trainer
 from test_cli import source_env
 
 SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts", "800", "--eval-interval", "0",
@@ -22,7 +22,7 @@ SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts
 
 
 def start(*args, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "mtdqn.scripts", "train", *map(str, args)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=source_env(WANDB_MODE="disabled"))
 
@@ -200,7 +200,7 @@ def test_resumed_offline_run_is_a_new_wandb_run_in_the_same_group(tmp_path):
     run = tmp_path / "run"
     env = source_env(WANDB_MODE="offline")
     for args in ([*SMALL, "--frames-per-game", "800", "--track", "--out", run], ["--resume", run, "--frames-per-game", "1200"]):
-        proc = subprocess.run([sys.executable, "-m", "scripts", "train", *map(str, args)], cwd=tmp_path,
+        proc = subprocess.run([sys.executable, "-m", "mtdqn.scripts", "train", *map(str, args)], cwd=tmp_path,
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
     runs = sorted((run / "wandb").glob("offline-run-*"))

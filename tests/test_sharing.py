@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from agents.network import MultiHeadQNetwork
+from mtdqn.agents.network import MultiHeadQNetwork
 
 
 def obs(n=6, seed=0):

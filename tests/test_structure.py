@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents import checkpoint, structure
-from agents.config import TrainConfig, validate
-from agents.grouping import parse_groups
-from agents.network import MultiHeadQNetwork
-from agents.runner import network_spec
+from mtdqn.agents import checkpoint, structure
+from mtdqn.agents.config import TrainConfig, validate
+from mtdqn.agents.grouping import parse_groups
+from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.runner import network_spec
 from test_cli import mtdqn
 
 GAMES = ["pong", "breakout", "qbert"]

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from agents.compare import compare, load, markdown
-from agents.config import parse_number
-from scripts.bench import faster_precision
-from scripts.train import parse
+from mtdqn.agents.compare import compare, load, markdown
+from mtdqn.agents.config import parse_number
+from mtdqn.scripts.bench import faster_precision
+from mtdqn.scripts.train import parse
 from test_cli import mtdqn, one_line_error, source_env
 from test_compare import at_hns, report
 
@@ -81,14 +81,14 @@ def test_precision_help_states_the_measurements():
 
 PROBE = """
 import sys
-from scripts.cli import main
+from mtdqn.scripts.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as e:
     code = e.code
 else:
     code = 0
-heavy = sorted(m for m in ("torch", "ale_py", "envs", "agents.compare") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "ale_py", "mtdqn.envs", "mtdqn.agents.compare") if m in sys.modules)
 print("EXIT", code, "HEAVY", heavy, file=sys.stderr)
 """
 
