@@ -18,14 +18,15 @@ from mtdqn.envs import FRAMESKIP
 
 @dataclass
 class BaselineSettings:
-    """SB3 DQN at Nature-DQN settings (Mnih et al. 2015 as SB3 users run it); counts in agent steps."""
+    """SB3 DQN at Nature-DQN settings (Mnih et al. 2015 as SB3 users run it), in `mtdqn train`'s units:
+    frames per game before learning, updates between target syncs (SB3 counts both in agent steps)."""
 
     buffer_size: int = 100_000
     """SB3 replay size, transitions."""
-    learning_starts: int = 5_000
-    """Agent steps before learning starts."""
-    target_update_interval: int = 1_000
-    """Agent steps between target-network syncs."""
+    learning_starts: int = 20_000
+    """Frames (4 per agent step) before learning starts, as `mtdqn train --learning-starts`."""
+    target_update_period: int = 250
+    """Gradient updates between target-network syncs, as `mtdqn train --target-update-period`."""
     batch_size: int = 32
     """Transitions per update."""
     train_frequency: int = 4
@@ -51,9 +52,10 @@ def sb3_dqn(env, settings: BaselineSettings, seed: int, device: str = "cpu"):
 
     train_freq, gradient_steps = sb3_train_freq(settings.train_frequency, env.num_envs)
     return DQN("CnnPolicy", env, learning_rate=settings.learning_rate, buffer_size=settings.buffer_size,
-               learning_starts=settings.learning_starts, batch_size=settings.batch_size, gamma=settings.gamma,
+               learning_starts=settings.learning_starts // FRAMESKIP, batch_size=settings.batch_size,
+               gamma=settings.gamma,
                train_freq=(train_freq, "step"), gradient_steps=gradient_steps,
-               target_update_interval=settings.target_update_interval,
+               target_update_interval=settings.target_update_period * settings.train_frequency,
                exploration_fraction=settings.exploration_fraction,
                exploration_final_eps=settings.exploration_final_eps,
                optimize_memory_usage=False, device=device, seed=seed, verbose=0)

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
                          "Train SB3's single-task DQN on one game and evaluate it with mtdqn's evaluation.")
     check_game(args.game)
     for name in ("frames_per_game", "envs", "buffer_size", "batch_size", "train_frequency", "eval_episodes",
-                 "target_update_interval", "log_interval", "threads", "max_episode_frames"):
+                 "target_update_period", "log_interval", "threads", "max_episode_frames"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.learning_starts < 0:

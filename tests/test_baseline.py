@@ -24,7 +24,7 @@ def test_sb3_weights_become_our_one_game_network_exactly():
 
 
 def test_baseline_run_trains_saves_and_evaluates_like_ours(tmp_path):
-    proc = mtdqn("baseline", "--game", "breakout", "--frames-per-game", "3000", "--learning-starts", "200",
+    proc = mtdqn("baseline", "--game", "breakout", "--frames-per-game", "3000", "--learning-starts", "800",
                  "--buffer-size", "1000", "--eval-episodes", "2", "--max-episode-frames", "1000", "--log-interval",
                  "1000", "--out", tmp_path / "sb3", cwd=tmp_path)
     assert "| breakout | 3,008 | 2 |" in proc.stdout  # 750 agent steps rounded up to whole steps of 4 envs
@@ -36,3 +36,13 @@ def test_baseline_run_trains_saves_and_evaluates_like_ours(tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
     bad = mtdqn("baseline", "--game", "pongg", "--out", tmp_path / "x", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "pong" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_baseline_options_count_in_train_units():
+    """--learning-starts in frames and --target-update-period in updates, as for `mtdqn train`; SB3 gets
+    them in agent steps (4 frames each; an update every --train-frequency agent steps)."""
+    env = make_sb3_env("pong", 2, PROTOCOLS["machado"], num_threads=1, seed=0)
+    settings = baseline.BaselineSettings(learning_starts=8_000, target_update_period=250, train_frequency=4)
+    model = baseline.sb3_dqn(env, settings, seed=0)
+    assert model.learning_starts == 2_000 and model.target_update_interval == 1_000
+    env.close()
