@@ -181,7 +181,9 @@ class DQNLearner:
         if self.reset_interval and self.updates % self.reset_interval == 0:
             self.reset_heads()
         per_game = per_game.detach().masked_fill(~present, float("nan"))
-        metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(), "grad_norm": grad_norm.detach()}
+        per_game_q = torch.zeros_like(count).index_add_(0, game, q) / count.clamp(min=1)
+        metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(), "grad_norm": grad_norm.detach(),
+                   "per_game_q": per_game_q.masked_fill(~present, float("nan"))}
         if penalty is not None:
             metrics["soft_penalty"] = penalty.detach()
         if self.online.gated:
@@ -212,7 +214,8 @@ class DQNLearner:
 
     def reset_heads(self) -> None:
         """Fresh weights and Adam moments for the online Q-heads (and value streams); the torso and the
-        target network are kept, so targets stay those of the learned values until the next sync."""
+        target network are kept, so targets stay those of the learned values until the next sync (a target
+        that is the online network, at target_update_period 1, is reset with it)."""
         layers = [self.online.heads] + ([self.online.values] if self.online.dueling else [])
         self.online.init_heads()
         for layer in layers:

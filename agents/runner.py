@@ -108,7 +108,6 @@ class Trainer:
         self.skipped_batches = 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
         self.stop_signal: str | None = None
-        self.last_batch = None  # the newest update's batch: per-game Q at each log
         if state:
             self.restore(state)
         else:  # a run restarted from nothing keeps no stale rows
@@ -150,7 +149,7 @@ class Trainer:
                     now = time.perf_counter()
                     total = int(self.frames.sum())
                     fps = (total - last_frames) / max(now - last_time, 1e-9)
-                    self.tracker.log(window.flush(self.games, epsilon) | self.per_game_q() | {
+                    self.tracker.log(window.flush(self.games, epsilon) | {
                         "train/learning_rate": self.learner.optimizer.param_groups[0]["lr"],
                         "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / FRAMESKIP,
                         "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
@@ -247,8 +246,7 @@ class Trainer:
 
     def _update(self, ready: list[int]) -> dict | None:
         try:
-            self.last_batch = self.sample(ready)
-            metrics = self.learner.update(self.last_batch)
+            metrics = self.learner.update(self.sample(ready))
         except NonFiniteError as e:
             if self.cfg.on_nonfinite == "skip":
                 self.skipped_batches += 1
@@ -262,19 +260,6 @@ class Trainer:
         if interval and len(ready) > 1 and self.learner.updates % interval == 0:
             self.measure_transfer(ready)
         return metrics
-
-    def per_game_q(self) -> dict:
-        """Mean Q(s, a) per game on the newest update's batch: one forward per log, no gradient and
-        no random numbers (the run stays what it would be without it)."""
-        batch = self.last_batch
-        if batch is None:
-            return {}
-        device = self.learner.device
-        game = torch.from_numpy(batch.game).to(device)
-        with torch.no_grad():
-            q = self.learner.online(torch.from_numpy(batch.obs).to(device), game).float()
-            q = q.gather(1, torch.from_numpy(batch.action).to(device)[:, None]).squeeze(1)
-        return {f"train/{self.games[g]}/q_mean": float(q[game == g].mean()) for g in np.unique(batch.game)}
 
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
         """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
@@ -445,6 +430,7 @@ class _Window:
         self.lengths = defaultdict(list)
         self.loss_sum = None
         self.loss_count = None
+        self.q_sum = None
         self.q = []
         self.grad_norm = []
         self.penalties = defaultdict(list)
@@ -460,7 +446,9 @@ class _Window:
         if self.loss_sum is None:
             self.loss_sum = torch.zeros_like(per_game)
             self.loss_count = torch.zeros_like(per_game)
+            self.q_sum = torch.zeros_like(per_game)
         self.loss_sum += torch.nan_to_num(per_game)
+        self.q_sum += torch.nan_to_num(metrics["per_game_q"])
         self.loss_count += present
         self.q.append(metrics["q"])
         self.grad_norm.append(metrics["grad_norm"])
@@ -482,9 +470,11 @@ class _Window:
                 out[f"train/{name}/episode_frames"] = float(np.mean(self.lengths[g]))
         if self.updates:
             losses = (self.loss_sum / self.loss_count.clamp(min=1)).tolist()
+            q = (self.q_sum / self.loss_count.clamp(min=1)).tolist()
             for g, name in enumerate(games):
                 if self.loss_count[g] > 0:
                     out[f"train/{name}/td_loss"] = losses[g]
+                    out[f"train/{name}/q_mean"] = q[g]  # mean Q(s, a) of the game's sampled transitions
             out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
             out["train/q_mean"] = float(torch.stack(self.q).mean())
             out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
