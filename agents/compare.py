@@ -45,35 +45,50 @@ def load_merged(spec: str, label: str | None = None) -> Evaluated:
     return merged
 
 
-def load(path: str, label: str | None = None) -> Evaluated:
-    """A run folder (its final periodic evaluation, else its newest `mtdqn evaluate`), eval folder or eval.json."""
-    from mtdqn.agents.evaluation import learning_curves
-
+def report_path(path: str) -> tuple[Path, bool]:
+    """The eval.json that stands for `path` (a run folder: the evaluation of its most trained agent, an
+    `mtdqn evaluate` before a periodic one; an evaluation folder; an eval.json), and whether the run has
+    periodic evaluations (a learning curve)."""
     p = Path(path)
-    curve = None
     if p.is_dir() and (p / "eval.json").is_file():
-        p = p / "eval.json"
-    elif p.is_dir() and p.name.endswith("-evaluate") and _newest(p.glob("*/eval.json")):
-        p = _newest(p.glob("*/eval.json"))  # `mtdqn evaluate`'s folder of one checkpoint's evaluations
-    elif p.is_dir():
+        return p / "eval.json", False
+    if p.is_dir() and p.name.endswith("-evaluate") and _newest(p.glob("*/eval.json")):
+        return _newest(p.glob("*/eval.json")), False  # `mtdqn evaluate`'s folder of one checkpoint's evaluations
+    if p.is_dir():
         periodic = [f for f in (p / "evals").glob("frames_*/eval.json") if f.parent.name[7:].isdigit()]
         evaluated = [*(p / "evals").glob("*-evaluate/eval.json"), *(p / "evals").glob("*-evaluate/*/eval.json")]
-        p = (sorted(periodic) or [None])[-1] or _newest(evaluated)
-        if p is None:
+        if not periodic + evaluated:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
-        curve = learning_curves(Path(path)).get("iqm") if periodic else None
-    elif not p.is_file():
+        # the most trained agent; at equal frames a deliberate `mtdqn evaluate` (e.g. --episodes 30) over the
+        # run's own periodic one, the newest if several
+        found = max(periodic + evaluated, key=lambda f: (_frames(f), f in evaluated, f.stat().st_mtime))
+        return found, bool(periodic)
+    if not p.is_file():
         raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
+    return p, False
+
+
+def read_report(p: Path) -> dict:
+    """An evaluation report with per-episode scores, or a CompareError saying why not."""
     try:
         report = json.loads(p.read_text())
         games = report["games"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise CompareError(f"{str(p)!r} is not an mtdqn evaluation report") from None
+    if any("scores" not in r for r in games):
+        raise CompareError(f"{str(p)!r} has no per-episode scores (written by an older mtdqn): "
+                           f"re-run mtdqn evaluate on its checkpoint")
+    return report
+
+
+def load(path: str, label: str | None = None) -> Evaluated:
+    """A run folder, evaluation folder or eval.json (see `report_path`) as per-episode HNS per game."""
+    from mtdqn.agents.evaluation import learning_curves
+
+    p, periodic = report_path(path)
+    curve = learning_curves(Path(path)).get("iqm") if periodic else None
     scores, frames = {}, {}
-    for r in games:
-        if "scores" not in r:
-            raise CompareError(f"{str(p)!r} has no per-episode scores (written by an older mtdqn): "
-                               f"re-run mtdqn evaluate on its checkpoint")
+    for r in read_report(p)["games"]:
         h = hns(r["game"], r["scores"])
         if h is not None:
             scores[r["game"]] = np.asarray(h)
@@ -81,6 +96,14 @@ def load(path: str, label: str | None = None) -> Evaluated:
     evals = next((a for a in p.parents if a.name == "evals"), None)
     name = label or (evals.parent.name if evals else p.parent.name)
     return Evaluated(name, str(p), frames, scores, curve)
+
+
+def _frames(report: Path) -> int:
+    """The frames per game a report's agent was trained for (0 when it does not say or cannot be read)."""
+    try:
+        return max(r.get("frames") or 0 for r in json.loads(report.read_text())["games"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        return 0
 
 
 def _newest(reports) -> Path | None:

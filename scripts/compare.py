@@ -15,7 +15,8 @@ from mtdqn.scripts.cli import UsageError, parse_options
 @dataclass
 class CompareArgs:
     runs: tyro.conf.Positional[list[str]]
-    """Run folders (their final evaluation), evaluation folders or eval.json files; the first is the reference.
+    """Run folders (the evaluation of their most trained agent, an `mtdqn evaluate` before a periodic one),
+    evaluation folders or eval.json files; the first is the reference.
     Join runs of different games with '+' to compare them as one (e.g. SB3 single-game baselines)."""
     labels: str | None = None
     """Comma-separated names for the runs (default: the run folder names)."""

@@ -110,3 +110,15 @@ def test_single_game_runs_join_and_time_to_score_is_the_first_eval_at_the_refere
     text = mtdqn("compare", f"{a}+{b}", run, "--labels", "sb3,mt", "--out", tmp_path / "cmp", cwd=tmp_path).stdout
     assert "| mt | 200,000 |" in text and "IQM >= sb3's final IQM (0.300)" in text
     assert (tmp_path / "cmp" / "compare_curves.png").stat().st_size > 10_000  # the IQM curve against sb3's line
+
+
+def test_a_run_stands_for_its_most_trained_agent_and_its_deliberate_evaluation(tmp_path):
+    a = report(tmp_path, "a", {"pong": at_hns("pong", [0.1])}, frames=200_000)
+    report(tmp_path, "a", {"pong": at_hns("pong", [0.2])}, frames=400_000)
+    assert load(str(a)).hns["pong"] == pytest.approx([0.2])  # the last periodic evaluation
+    for name, frames, value in (("frames_000200000-evaluate", 200_000, 0.9), ("frames_000400000-evaluate", 400_000, 0.3)):
+        write_report(summarize({"pong": np.array(at_hns("pong", [value] * 30))}, protocol=PROTOCOLS["machado"],
+                               epsilon=0.001, frames={"pong": frames}), a / "evals" / name)
+    run = load(str(a))  # `mtdqn evaluate --episodes 30` of the final checkpoint, not of an older one
+    assert run.hns["pong"] == pytest.approx([0.3] * 30) and run.source.endswith("frames_000400000-evaluate/eval.json")
+    assert [f for f, _ in run.iqm_curve] == [200_000, 400_000]  # the learning curve is still the periodic one
