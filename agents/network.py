@@ -89,16 +89,36 @@ class NatureTorso(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     xavier(m)
 
-    def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None,
+                keep: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """keep: per layer, the indices of the channels some game uses (learned sharing after the freeze).
+        Only those are computed, from slices of the weights, and the dense layer's output is scattered back
+        to full width with zeros where no game looks: the values of masking them, without their cost."""
         x = obs if obs.is_floating_point() else obs.float() / 255.0
         if masks is None:
             return self.net(x)
-        relus = iter(masks)
+        relus, kept = iter(masks), iter(keep or ())
+        previous, block = None, 1  # the kept output channels of the layer before, and inputs per channel
         for module in self.net:
+            if keep is not None and isinstance(module, (nn.Conv2d, nn.Linear)):
+                out = next(kept)
+                weight = module.weight[out]
+                if previous is not None:
+                    cols = (previous[:, None] * block + torch.arange(block, device=previous.device)).flatten()
+                    weight = weight[:, cols]
+                x = (nn.functional.linear(x, weight, module.bias[out]) if isinstance(module, nn.Linear) else
+                     nn.functional.conv2d(x, weight, module.bias[out], module.stride, module.padding))
+                previous = out
+                continue
+            if isinstance(module, nn.Flatten):
+                block = x.shape[-2] * x.shape[-1]  # channel c of a feature map is inputs c*H*W ... of the dense layer
             x = module(x)
             if isinstance(module, nn.ReLU):
                 mask = next(relus).to(x.dtype)
+                mask = mask if keep is None else mask[:, previous]
                 x = x * (mask[:, :, None, None] if x.dim() == 4 else mask)
+        if keep is not None:
+            x = x.new_zeros(len(x), self.out_features).index_copy(1, previous, x)
         return x
 
 
@@ -222,8 +242,22 @@ class MultiHeadQNetwork(nn.Module):
 
     @torch.no_grad()
     def freeze_gates(self) -> None:
-        """Fix every gate at its hard 0/1 value from now on: the logits get no more gradient."""
+        """Fix every gate at its hard 0/1 value from now on: the logits get no more gradient, and the
+        channels no game keeps are no longer computed (`kept_channels`)."""
         self.gates_frozen.fill_(True)
+        self._kept = None
+
+    def kept_channels(self) -> list[torch.Tensor] | None:
+        """Per layer, the indices of the channels at least one game keeps, once the gates are frozen; None
+        while they train, when nothing is pruned, or under norm="layer" (whose statistics run over every
+        channel, so dropping one would change the others' values)."""
+        if not (self.gated and bool(self.gates_frozen)) or self.norm != "none":
+            return None
+        kept = getattr(self, "_kept", None)
+        if kept is None or (kept and kept[0].device != self.gate_logits[0].device):
+            used = [g.any(0) for g in self.hard_gates()]
+            self._kept = [] if all(u.all() for u in used) else [u.nonzero().flatten() for u in used]
+        return self._kept or None
 
     def gate_penalties(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(sparsity, sharing) costs of the current keep probabilities; zeros once frozen (nothing moves)."""
@@ -235,7 +269,7 @@ class MultiHeadQNetwork(nn.Module):
 
     def features(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
         if self.gated:
-            return self.torsos[0](obs, [g[game_ids] for g in self.gates()])
+            return self.torsos[0](obs, [g[game_ids] for g in self.gates()], self.kept_channels())
         if len(self.torsos) == 1:
             return self.torsos[0](obs)
         obs = obs if obs.is_floating_point() else obs.float() / 255.0
@@ -303,6 +337,7 @@ class MultiHeadQNetwork(nn.Module):
         return total
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._kept = None  # other gates: the kept channels are found again
         # checkpoints from before per-group torsos named the single torso `torso.`
         for key in [k for k in state_dict if k.startswith(prefix + "torso.")]:
             state_dict[prefix + "torsos.0." + key[len(prefix + "torso."):]] = state_dict.pop(key)

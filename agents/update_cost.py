@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.network import GATE_INIT, MultiHeadQNetwork
 from mtdqn.agents.replay import Batch
 
 
@@ -25,6 +25,8 @@ class Variant:
     separate_target: bool = True  # a target network with its own forward (False: period 1, target = online)
     games: int = 1  # batch_size (32) transitions of each game per update
     compile: bool = False  # torch.compile of the network's forward (and so its backward)
+    gates: str = "none"  # learned sharing: "training" (sampled gates, penalties) or "half" (frozen, every
+    # game keeping the same half of each layer's channels, so that half is pruned)
 
 
 VARIANTS = {
@@ -34,6 +36,9 @@ VARIANTS = {
     "drq-eps (Dopamine torso, target = online)": Variant(padding="same", separate_target=False),
     "drq-eps, torch.compile": Variant(padding="same", separate_target=False, compile=True),
     "drq-eps, 4 games (4 x 32)": Variant(padding="same", separate_target=False, games=4),
+    "4 games, hard sharing (Nature torso, target network)": Variant(games=4),
+    "4 games, learned sharing, gates training": Variant(games=4, gates="training"),
+    "4 games, learned sharing, frozen, half of each layer pruned": Variant(games=4, gates="half"),
 }
 
 
@@ -49,11 +54,20 @@ def random_batch(games: int, per_game: int = 32, n_step: int = 10, seed: int = 0
 def build(v: Variant, precision: str = "fp32") -> DQNLearner:
     """The drq-eps learner (dueling, random shift 4, intensity 0.05, no clipping) in variant `v`."""
     network = MultiHeadQNetwork([18] * v.games, dueling=True, padding=v.padding,
-                                init="xavier" if v.padding == "same" else "torch")
+                                init="xavier" if v.padding == "same" else "torch", gated=v.gates != "none")
+    if v.gates == "half":  # before the learner copies its target network
+        with torch.no_grad():
+            for logits in network.gate_logits:
+                logits[:, logits.shape[1] // 2:] = -GATE_INIT
     if v.compile:
         network.forward = torch.compile(network.forward)
-    return DQNLearner(network, target_update_period=2000 if v.separate_target else 1, random_shift=4,
-                      intensity_noise=0.05, max_grad_norm=0.0, precision=precision)
+    learner = DQNLearner(network, target_update_period=2000 if v.separate_target else 1, random_shift=4,
+                         intensity_noise=0.05, max_grad_norm=0.0, precision=precision,
+                         gate_sparsity=1e-3 if v.gates == "training" else 0.0,
+                         gate_sharing=1e-3 if v.gates == "training" else 0.0)
+    if v.gates == "half":
+        learner.freeze_gates()
+    return learner
 
 
 def flops(learner: DQNLearner, batch: Batch) -> int:

@@ -1,6 +1,8 @@
 """Learned sharing: per-game channel gates, exactly hard sharing at the start, the penalties by hand,
 the freeze, the width option, and gates carried by spec and state dict."""
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -187,3 +189,44 @@ def test_conflict_measurements_see_the_hard_gates():
     first, second = (conflict.measure(learner, b, 0.01) for _ in range(2))
     np.testing.assert_array_equal(first.affinity, second.affinity)
     assert gated.training
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_after_the_freeze_channels_no_game_keeps_are_not_computed(padding):
+    torch.manual_seed(0)
+    net = MultiHeadQNetwork([3, 5, 2], dueling=True, gated=True, padding=padding)
+    with torch.no_grad():
+        for a in net.gate_logits:
+            a.copy_(torch.randn_like(a) * 3 - 1.5)  # about a third of each layer closed for all three games
+    assert net.kept_channels() is None  # gates still training: nothing is pruned
+    net.freeze_gates()
+    used = [g.any(0) for g in net.hard_gates()]
+    kept = net.kept_channels()
+    assert [k.tolist() for k in kept] == [u.nonzero().flatten().tolist() for u in used]
+    assert all(0 < len(k) < len(u) for k, u in zip(kept, used))
+    x, masks = obs(), [g[GAMES] for g in net.hard_gates()]
+    torso = net.torsos[0]
+    assert torch.allclose(torso(x, masks, kept), torso(x, masks), atol=1e-6, rtol=0)  # masking's values
+    pruned_q = net(x, GAMES)
+    with mock.patch.object(net, "kept_channels", return_value=None):  # the same network, masking only
+        assert torch.allclose(pruned_q, net(x, GAMES), atol=1e-6, rtol=0)
+    dead = (~used[-1]).nonzero().flatten()
+    assert torch.equal(torso(x, masks, kept)[:, dead], torch.zeros(len(x), len(dead)))
+
+
+def test_a_frozen_half_pruned_update_costs_a_fraction_of_the_flops_and_layer_norm_is_not_pruned():
+    """Every game keeping the same half of each layer: conv2, conv3 and the dense layer compute a quarter
+    of their products (half the inputs, half the outputs), conv1 half; the heads read all 512 (zeros)."""
+    from mtdqn.agents.update_cost import VARIANTS, build, flops, random_batch
+
+    b = random_batch(4)
+    hard = flops(build(VARIANTS["4 games, hard sharing (Nature torso, target network)"]), b)
+    training = flops(build(VARIANTS["4 games, learned sharing, gates training"]), b)
+    pruned = flops(build(VARIANTS["4 games, learned sharing, frozen, half of each layer pruned"]), b)
+    assert training == hard  # gates multiply; they add no convolution or matmul
+    assert 0.25 < pruned / hard < 0.4, pruned / hard
+    net = MultiHeadQNetwork([3, 2], gated=True, norm="layer")
+    with torch.no_grad():
+        net.gate_logits[0][:, :4] = -GATE_INIT
+    net.freeze_gates()
+    assert net.kept_channels() is None  # its statistics run over every channel
