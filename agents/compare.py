@@ -93,9 +93,15 @@ def load(path: str, label: str | None = None) -> Evaluated:
         if h is not None:
             scores[r["game"]] = np.asarray(h)
             frames[r["game"]] = r.get("frames")
-    evals = next((a for a in p.parents if a.name == "evals"), None)
-    name = label or (evals.parent.name if evals else p.parent.name)
+    run = run_folder(p)
+    name = label or (run.name if run else p.parent.name)
     return Evaluated(name, str(p), frames, scores, curve)
+
+
+def run_folder(report: Path) -> Path | None:
+    """The run folder an eval.json lies in (the parent of its `evals/`), None for a report outside a run."""
+    evals = next((a for a in report.parents if a.name == "evals"), None)
+    return evals.parent if evals else None
 
 
 def _frames(report: Path) -> int:

@@ -166,6 +166,7 @@ class MultiHeadQNetwork(nn.Module):
         self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(**torso)
                                                for _ in range(max(self.torso_of))])
         self.gated = gated
+        self._kept = None  # kept_channels' cache: [] when a frozen network prunes nothing
         if gated:
             if len(self.torsos) != 1:
                 raise ValueError("gated (learned) sharing gates one torso: torso_of must be all zeros")
@@ -253,7 +254,7 @@ class MultiHeadQNetwork(nn.Module):
         channel, so dropping one would change the others' values)."""
         if not (self.gated and bool(self.gates_frozen)) or self.norm != "none":
             return None
-        kept = getattr(self, "_kept", None)
+        kept = self._kept
         if kept is None or (kept and kept[0].device != self.gate_logits[0].device):
             used = [g.any(0) for g in self.hard_gates()]
             self._kept = [] if all(u.all() for u in used) else [u.nonzero().flatten() for u in used]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.agents.compare import CompareError, read_report, report_path
+from mtdqn.agents.compare import CompareError, read_report, report_path, run_folder
 from mtdqn.envs import FRAMESKIP, aggregate_hns, hns
 from mtdqn.envs.published import AGENTS, BUDGET_FRAMES, iqm_over_games, published_scores
 
@@ -27,13 +27,13 @@ def gather(paths: list[str]) -> dict[str, dict]:
     for path in paths:
         p, _ = report_path(path)
         report = read_report(p)
-        evals = next((a for a in p.parents if a.name == "evals"), None)
+        run = run_folder(p)
         for record in report["games"]:
             if record["game"] in games:
                 raise CompareError(f"{record['game']!r} is evaluated in both {games[record['game']]['source']!r} "
                                    f"and {str(p)!r}: give each game once")
             games[record["game"]] = {**record, "source": str(p), "protocol": report.get("protocol", {}),
-                                     "run": str(evals.parent) if evals else None}
+                                     "run": str(run) if run else None}
     return games
 
 
@@ -63,9 +63,8 @@ def against(games: dict[str, dict], agent: str = "drq-eps") -> dict:
                      "gap_of_median": gap / ref.median if ref.median else None,
                      "others": {a: published_scores(a)[game].mean for a in others}, "source": record["source"]})
     names = [g["game"] for g in rows]
-    iqm = {"mtdqn": iqm_over_games([r["hns"] for r in rows]),
-           agent: iqm_over_games([hns(g, published[g].mean) for g in names])}
-    iqm |= {a: iqm_over_games([hns(g, published_scores(a)[g].mean) for g in names]) for a in others}
+    iqm = {"mtdqn": iqm_over_games([r["hns"] for r in rows])}
+    iqm |= {a: iqm_over_games([hns(g, published_scores(a)[g].mean) for g in names]) for a in [agent, *others]}
     episodes = min(len(games[g]["scores"]) for g in names)
     rliable = aggregate_hns(np.stack([hns(g, games[g]["scores"][:episodes]) for g in names], axis=1))["iqm"]
     return {"agent": agent, "games": rows, "inside": sum(r["inside"] for r in rows), "iqm_over_games": iqm,
