@@ -28,7 +28,9 @@ PADDINGS = ("valid", "same")
 INITS = ("torch", "xavier")
 LAYERS = ("conv1", "conv2", "conv3", "dense")
 
-# Learned sharing: game g keeps channel c of layer l when its gate logit a[g, c] > 0. While training,
+# Learned sharing: game g keeps channel c of layer l when its gate logit a[g, c] > 0, and always keeps
+# its highest-logit channel of every layer: a game that closed a whole layer would see constant features
+# from there on, learn nothing, and get no gradient to reopen it. While training,
 # the forward pass uses a Gumbel-sigmoid sample with a straight-through gradient (AdaShare, Sun et al.
 # 2020; Louizos et al. 2018's hard-concrete family): 1[a + n > 0] forward, d sigmoid((a + n) / T) / da
 # backward, n a logistic noise bounded by GATE_NOISE. Logits start at GATE_INIT > GATE_NOISE, so every
@@ -55,7 +57,8 @@ class NatureTorso(nn.Module):
     (torch's default is Kaiming-uniform with a=sqrt(5) and small random biases).
 
     width=W multiplies every layer's channels (32, 64, 64, 512 at 1): room for games that stop
-    sharing to have channels of their own. `forward(obs, masks)` multiplies each layer's output
+    sharing to have channels of their own. Four multipliers (conv1, conv2, conv3, dense) size the
+    layers apart, e.g. a narrow dense layer behind wider convolutions. `forward(obs, masks)` multiplies each layer's output
     (after its ReLU) by masks[k] [batch, channels], one row per sample: the gates of learned sharing.
     """
 
@@ -65,10 +68,9 @@ class NatureTorso(nn.Module):
         for name, value, valid in (("norm", norm, NORMS), ("padding", padding, PADDINGS), ("init", init, INITS)):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
-        if not width > 0:
-            raise ValueError(f"torso width must be > 0, got {width}")
+        widths = layer_widths(width)
         layer, same = norm == "layer", padding == "same"
-        c1, c2, c3, dense = self.channels = tuple(max(1, round(c * width)) for c in (32, 64, 64, 512))
+        c1, c2, c3, dense = self.channels = tuple(max(1, round(c * w)) for c, w in zip((32, 64, 64, 512), widths))
         self.out_features = dense
 
         def block(module, normalize, pad=None):
@@ -122,6 +124,14 @@ class NatureTorso(nn.Module):
         return x
 
 
+def layer_widths(width) -> tuple[float, float, float, float]:
+    """The channel multiplier of each layer (conv1, conv2, conv3, dense) from one number or four."""
+    widths = (width,) * 4 if isinstance(width, (int, float)) else tuple(width)
+    if len(widths) != 4 or not all(isinstance(w, (int, float)) and w > 0 for w in widths):
+        raise ValueError(f"torso width must be a number > 0 or four of them (conv1, conv2, conv3, dense), got {width}")
+    return tuple(float(w) for w in widths)
+
+
 def xavier(layer: nn.Module, fan_out: int | None = None) -> None:
     """Xavier-uniform weights (fan_out overridable, for one game's block of a shared head) and zero biases."""
     fan_out = layer.weight.shape[0] if fan_out is None else fan_out
@@ -141,7 +151,7 @@ class MultiHeadQNetwork(nn.Module):
     torso_of: torso index per game (default: one torso for all).
     tied_init: all torsos start from the same weights (soft sharing pulls them together from there).
     popart: heads output normalized values; `forward` unnormalizes with per-game (mu, sigma).
-    norm, padding, init, width: the torsos' options (see NatureTorso); init="xavier" also initializes the
+    norm, padding, init, width: the torsos' options (see NatureTorso; width is one multiplier or four); init="xavier" also initializes the
     heads so, each game's block of columns as its own layer.
     gated: learned sharing, one torso with per-game channel gates (parameters `gate_logits.K` [G, channels]
     of layer K in LAYERS, and a buffer `gates_frozen`, so checkpoints carry them like any weight).
@@ -160,7 +170,9 @@ class MultiHeadQNetwork(nn.Module):
                              f"index, using every index from 0 up")
         self.tied_init = tied_init
         self.popart = popart
-        self.norm, self.padding, self.init, self.width = norm, padding, init, float(width)
+        self.norm, self.padding, self.init = norm, padding, init
+        widths = layer_widths(width)
+        self.width = widths[0] if len(set(widths)) == 1 else widths
         torso = dict(norm=norm, padding=padding, init=init, width=width)
         first = NatureTorso(**torso)
         self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(**torso)
@@ -231,7 +243,7 @@ class MultiHeadQNetwork(nn.Module):
 
     def hard_gates(self) -> list[torch.Tensor]:
         """Per layer, [G, channels] of exact 0/1: which channels each game uses (evaluation and acting use these)."""
-        return [(a > 0).float() for a in self.gate_logits]
+        return [hard_gate(a) for a in self.gate_logits]
 
     def gates(self) -> list[torch.Tensor]:
         """The gates a forward pass multiplies by: sampled with a straight-through gradient where a gradient
@@ -345,6 +357,13 @@ class MultiHeadQNetwork(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def hard_gate(logits: torch.Tensor, noisy: torch.Tensor | None = None) -> torch.Tensor:
+    """0/1 gates [G, channels]: open where the logits (or a noisy sample of them) are above 0, and at each
+    game's highest logit, so no game closes a whole layer."""
+    top = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
+    return (((logits if noisy is None else noisy) > 0) | top).to(logits.dtype)
+
+
 def straight_through_gate(logits: torch.Tensor) -> torch.Tensor:
     """Gumbel-sigmoid sample of 0/1 gates with a straight-through gradient (see GATE_INIT above).
 
@@ -355,7 +374,7 @@ def straight_through_gate(logits: torch.Tensor) -> torch.Tensor:
     u = torch.empty_like(logits).uniform_(1 - bound, bound)
     noisy = logits + torch.log(u) - torch.log1p(-u)
     soft = torch.sigmoid(noisy / GATE_TEMPERATURE)
-    return (noisy > 0).to(soft.dtype) + (soft - soft.detach())  # parenthesized: exactly 0 forward, so exactly 0/1
+    return hard_gate(logits, noisy) + (soft - soft.detach())  # parenthesized: exactly 0 forward, so exactly 0/1
 
 
 def sparsity_cost(probs: list[torch.Tensor]) -> torch.Tensor:

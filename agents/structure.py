@@ -1,6 +1,6 @@
 """What learned sharing learned: the channels each game keeps per layer, and how much games overlap.
 
-The hard gates (logit > 0) are the structure: evaluation and acting use exactly these. Overlap is
+The hard gates (logit > 0, and each game's top channel per layer) are the structure: evaluation and acting use exactly these. Overlap is
 Jaccard |A & B| / |A | B| between two games' kept channels, per layer and over all layers' channels
 pooled ("all"). Games whose overall overlap is at least a threshold are linked, and the connected
 groups become a `--groups` file, so a learned structure can be retrained as a fixed one.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.agents.network import LAYERS
+from mtdqn.agents.network import LAYERS, hard_gate
 
 
 def hard_gates(network) -> dict[str, np.ndarray]:
@@ -26,7 +26,7 @@ def gates_of_state(state: dict) -> dict[str, np.ndarray]:
     online = state["learner"]["online"]
     if "gate_logits.0" not in online:
         raise ValueError("the checkpoint's network has no gates: train with --sharing learned")
-    return {name: online[f"gate_logits.{k}"].cpu().numpy() > 0 for k, name in enumerate(LAYERS)}
+    return {name: hard_gate(online[f"gate_logits.{k}"]).cpu().numpy() > 0 for k, name in enumerate(LAYERS)}
 
 
 def jaccard(gates: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """`mtdqn sharing RUN`: what a --sharing learned run learned to share, as tables, CSV, a heatmap and groups.
 
-Reads the hard gates (logit > 0, what evaluation uses) of the run's newest checkpoint, or of a
+Reads the hard gates (logit > 0 and each game's top channel per layer, what evaluation uses) of the run's newest checkpoint, or of a
 checkpoint file. `--groups-out FILE` links games whose overall overlap is at least --threshold and
 writes their connected groups in the form `--sharing grouped --groups FILE` reads.
 """

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import GATE_INIT, MultiHeadQNetwork, sharing_cost, sparsity_cost, straight_through_gate
+from mtdqn.agents.network import (GATE_INIT, MultiHeadQNetwork, hard_gate, sharing_cost, sparsity_cost,
+                                  straight_through_gate)
 from test_learner import batch
 
 
@@ -44,6 +45,23 @@ def test_straight_through_gates_are_0_1_forward_and_pass_the_sigmoid_gradient_ba
     assert 0 < samples[:, 0, 1].mean() < 1 and 0 < samples[:, 0, 2].mean() < 1  # near 0: either way
     straight_through_gate(logits).sum().backward()
     assert (logits.grad > 0).all()  # d/da sigmoid(a + n) > 0 everywhere
+
+
+def test_no_game_closes_a_whole_layer():
+    # game 1 has every logit of every layer below 0: it keeps its highest-logit channel of each, sampled or hard
+    logits = torch.tensor([[1.0, -2.0, 0.5], [-4.0, -1.5, -3.0]])
+    assert hard_gate(logits).tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    torch.manual_seed(0)
+    assert all(straight_through_gate(logits)[1].tolist() in ([0, 1, 0], [0, 1, 1], [1, 1, 0], [1, 1, 1])
+               for _ in range(50))
+    net = MultiHeadQNetwork([3, 5], gated=True, width=0.25)
+    with torch.no_grad():
+        for a in net.gate_logits:
+            a[1] = -GATE_INIT - torch.rand(a.shape[1])  # beyond the noise bound: closed but for the top one
+    assert [int(g[1].sum()) for g in net.hard_gates()] == [1, 1, 1, 1]
+    sampled = net.gates()  # training mode, with a gradient: the straight-through samples
+    assert [int(g[1].sum()) for g in sampled] == [1, 1, 1, 1]
+    assert all(g[1, a[1].argmax()] == 1 for g, a in zip(sampled, net.gate_logits))
 
 
 def test_sparsity_cost_by_hand():
@@ -97,7 +115,7 @@ def test_after_the_freeze_gates_are_exactly_0_1_and_outputs_deterministic():
     first = net(x, GAMES)
     assert torch.equal(first, net(x, GAMES))
     for g, a in zip(net.gates(), before):
-        assert torch.equal(g, (a > 0).float())
+        assert torch.equal(g, hard_gate(a))
     b = batch(rewards=[[1.0, 0, 0]] * 3, terminated=[True] * 3, steps=[1] * 3, game=[0, 1, 2])
     for _ in range(3):  # PCGrad hands the frozen logits zero gradients: Adam must still not move them
         learner.update(b)
