@@ -21,7 +21,8 @@ class TrainConfig:
     """Seed for torch, numpy and the emulators."""
     protocol: Literal["machado", "classic", "atari100k"] = "machado"
     """machado: sticky actions 0.25, no no-ops; classic: no sticky actions, up to 30 no-op starts;
-    atari100k: no sticky actions, no no-ops, a lost life is terminal for the learner (not for evaluation)."""
+    atari100k: no sticky actions, up to 30 no-op starts, a lost life is terminal for the learner (not for
+    evaluation), as Dopamine's atari_100k runs."""
     max_episode_frames: int = 108_000
     """Episode cap in emulator frames (every protocol uses 108,000: 27,000 agent steps, 30 minutes of play)."""
     envs_per_game: int = 4
@@ -63,8 +64,8 @@ class TrainConfig:
     """Gradient-norm clipping threshold (0: no clipping, as Dopamine's agents)."""
     life_loss_terminal: bool = False
     """Treat a lost life as terminal in the TD target (no bootstrap past it) while the game goes on, as
-    DER, SPR and BBF train (Dopamine's terminal_on_life_loss). Training only: evaluation, episode
-    returns and the recorded protocol are unchanged."""
+    DER, SPR and BBF train (Dopamine's terminal_on_life_loss). Training only: evaluation and episode
+    returns are unchanged; the recorded protocol says life_loss_terminal: true."""
     reward_clip: bool = True
     """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
     dueling: bool = False

@@ -206,7 +206,13 @@ class DQNLearner:
 
     def freeze_gates(self) -> None:
         """Learned sharing's gates fixed at their hard 0/1 values; their Adam group's rate drops to 0 so that
-        no momentum (PCGrad hands them zero gradients, not none) moves a logit across 0 afterwards."""
+        no momentum (PCGrad hands them zero gradients, not none) moves a logit across 0 afterwards. A separate
+        target takes the online gates, so both compute the same channels and Polyak averaging (the lerp of
+        equal values) never moves them again."""
+        if not self.target_is_online:
+            with torch.no_grad():
+                for target, online in zip(self.target.gate_logits, self.online.gate_logits):
+                    target.copy_(online)
         for network in self._networks():
             network.freeze_gates()
         for group in self.optimizer.param_groups[1:]:

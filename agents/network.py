@@ -18,6 +18,7 @@ With `popart=True` the heads output normalized values and `forward` returns sigm
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 from torch import nn
@@ -126,8 +127,11 @@ class NatureTorso(nn.Module):
 
 def layer_widths(width) -> tuple[float, float, float, float]:
     """The channel multiplier of each layer (conv1, conv2, conv3, dense) from one number or four."""
-    widths = (width,) * 4 if isinstance(width, (int, float)) else tuple(width)
-    if len(widths) != 4 or not all(isinstance(w, (int, float)) and w > 0 for w in widths):
+    def number(w):
+        return isinstance(w, numbers.Real) and not isinstance(w, bool)
+
+    widths = (width,) * 4 if number(width) else tuple(width) if isinstance(width, (tuple, list)) else ()
+    if len(widths) != 4 or not all(number(w) and w > 0 for w in widths):
         raise ValueError(f"torso width must be a number > 0 or four of them (conv1, conv2, conv3, dense), got {width}")
     return tuple(float(w) for w in widths)
 

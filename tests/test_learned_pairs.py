@@ -10,9 +10,10 @@ few to hold both pairs' features apart. With learned sharing, each pair can clos
 channels the other pair's features live in; the dense units behind them then compute one function of
 the row for pair A and another of the column for pair B: routing upstream doubles what the shared
 layers downstream can hold. So the structure to expect is not two separate networks but a split where
-the features differ (the convolutions, conv1 most) and sharing behind it. Measured at seeds 0, 1, 2
-(on the 2-core CPU): loss learned / shared 0.51, 0.87, 0.77; overlap within / across pairs at conv1
-0.75 / 0.42, 0.83 / 0.50, 0.75 / 0.0, pooled over all layers 0.89 / 0.73, 0.95 / 0.82, 0.91 / 0.78.
+the features differ (the convolutions, conv1 most) and sharing behind it. Measured at this seed on the
+2-core CPU: loss 0.0293 learned against 0.0565 shared (0.52x); overlap within / across pairs 0.83 / 0.50
+at conv1, 0.94 / 0.57 at conv2, 0.93 / 0.93 at conv3, 0.83 / 0.83 at the dense layer, 0.91 / 0.75 pooled.
+Two other seeds of the problem gave loss ratios 0.87 and 0.77 and conv1 overlaps 0.83 / 0.50 and 0.75 / 0.0.
 """
 
 import functools
