@@ -35,6 +35,9 @@ from mtdqn.agents.network import MultiHeadQNetwork
 from mtdqn.agents.replay import Batch
 
 
+GATE_ADAM_EPS = 1e-10
+
+
 class NonFiniteError(ArithmeticError):
     """A NaN or Inf in the loss or gradients; names the games and the update."""
 
@@ -76,7 +79,10 @@ class DQNLearner:
         self.target = self.online if self.target_is_online else copy.deepcopy(self.online).requires_grad_(False)
         gates = self.online.gate_parameters()
         rest = [p for p in self.online.parameters() if all(p is not g for g in gates)]
-        groups = [{"params": rest}] + ([{"params": gates, "lr": gate_lr}] if gates else [])
+        # the gates' own Adam: a gate logit's gradient is its penalties' (~coefficient / channels) plus the TD
+        # loss's through one channel, 1e-7 to 1e-5 on a Nature torso, far below the weights' eps (1.5e-4),
+        # which would cut its steps 10-1000 fold; GATE_ADAM_EPS lets gate_lr be the step it says
+        groups = [{"params": rest}] + ([{"params": gates, "lr": gate_lr, "eps": GATE_ADAM_EPS}] if gates else [])
         self.optimizer = torch.optim.Adam(groups, lr=learning_rate, eps=adam_eps,
                                           fused=self.device.type in ("cpu", "cuda"))
         self.gate_costs = (gate_sparsity, gate_sharing)
