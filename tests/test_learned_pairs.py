@@ -10,10 +10,11 @@ few to hold both pairs' features apart. With learned sharing, each pair can clos
 channels the other pair's features live in; the dense units behind them then compute one function of
 the row for pair A and another of the column for pair B: routing upstream doubles what the shared
 layers downstream can hold. So the structure to expect is not two separate networks but a split where
-the features differ (the convolutions, conv1 most) and sharing behind it. Measured at this seed on the
-2-core CPU: loss 0.0293 learned against 0.0565 shared (0.52x); overlap within / across pairs 0.83 / 0.50
-at conv1, 0.94 / 0.57 at conv2, 0.93 / 0.93 at conv3, 0.83 / 0.83 at the dense layer, 0.91 / 0.75 pooled.
-Two other seeds of the problem gave loss ratios 0.87 and 0.77 and conv1 overlaps 0.83 / 0.50 and 0.75 / 0.0.
+the features differ (the first layers) and sharing behind it. Measured at this seed on the 2-core CPU:
+loss 0.0430 learned against 0.0565 shared (0.76x); overlap within / across pairs 1.0 / 0.50 at conv1,
+1.0 / 0.75 at conv2, 1.0 / 1.0 at conv3 and the dense layer, 1.0 / 0.84 pooled. At seeds 1 and 2 of the
+same problem learned sharing kept the lower loss (0.93x, 0.83x of hard sharing's) but split less: conv1
+overlap across pairs 1.0 at both, conv2 0.95 and 0.81, with 0.95-0.96 within.
 """
 
 import functools
@@ -28,7 +29,7 @@ from mtdqn.agents.replay import TaskBalancedReplay
 
 K, ACTIONS, UPDATES, BATCH = 8, 8, 1000, 64
 WIDTH = (0.25, 0.25, 0.25, 1 / 64)  # channels 8, 16, 16 and 8 dense units
-GATES = {"gate_sparsity": 2e-3, "gate_sharing": 1e-3, "gate_lr": 0.05}
+GATES = {"gate_sparsity": 4e-3, "gate_sharing": 1e-3, "gate_lr": 0.005}
 _tables = np.random.default_rng(123)
 TA, TB = _tables.random((K, ACTIONS)), _tables.random((K, ACTIONS))
 PERM = np.roll(np.arange(ACTIONS), ACTIONS // 2)
@@ -85,4 +86,4 @@ def test_learned_gates_split_the_pairs_where_their_features_differ_and_beat_hard
     within, across = within_across(overlap["conv1"])
     assert within >= across + 0.25, ("conv1", within, across)
     within, across = within_across(overlap["all"])
-    assert within >= 0.85 and within >= across + 0.1, ("all", within, across)
+    assert within >= 0.9 and within >= across + 0.1, ("all", within, across)
