@@ -204,8 +204,11 @@ class Training:
         return 1000.0 / ((self.sample_ms + self.update_ms) * self.updates_per_step)
 
 
-def sb3_train_freq(train_frequency: int, num_envs: int) -> tuple[int, int]:
+def sb3_train_freq(train_frequency: float, num_envs: int) -> tuple[int, int]:
     """SB3 (train_freq in vector steps, gradient_steps) giving one update per `train_frequency` agent steps."""
+    if train_frequency != int(train_frequency):
+        raise ValueError(f"SB3 needs a whole number of agent steps per update, got {train_frequency}")
+    train_frequency = int(train_frequency)
     if train_frequency % num_envs == 0:
         return train_frequency // num_envs, 1
     if num_envs % train_frequency == 0:

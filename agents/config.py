@@ -49,10 +49,10 @@ class TrainConfig:
     """Discount factor."""
     n_step: int = 3
     """Steps in the multi-step return."""
-    train_frequency: int = 4
-    """Agent steps of each game per gradient update (1: an update per agent step, as DER and DrQ do).
-    Each game's stored transition is then sampled batch_size / train_frequency times, whatever the
-    number of games."""
+    train_frequency: float = 4
+    """Agent steps of each game per gradient update (1: an update per agent step, as DER and DrQ do;
+    below 1, several: 0.5 is SPR's 2 updates per step, 0.125 SR-SPR's 8). Each game's stored transition
+    is then sampled batch_size / train_frequency times, whatever the number of games."""
     target_update_period: int = 2_000
     """Gradient updates between target-network syncs (unused when --target-tau > 0)."""
     target_tau: float = 0.0
@@ -205,7 +205,7 @@ class ConfigError(ValueError):
 
 
 _POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
-             "train_frequency", "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size",
+             "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size",
              "num_actors", "weight_publish_period", "chunk_steps")
 _NON_NEGATIVE = ("env_threads", "learning_starts", "max_grad_norm", "eval_interval", "checkpoint_interval",
                  "keep_checkpoints", "conflict_interval", "epsilon_decay_frames", "soft_coupling", "random_shift",
@@ -225,7 +225,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in _UNIT_INTERVAL:
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
-    for name in ("learning_rate", "adam_eps", "affinity_lr", "gate_lr", "torso_width"):
+    for name in ("learning_rate", "adam_eps", "affinity_lr", "gate_lr", "torso_width", "train_frequency"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     check_device(cfg.device)

@@ -79,6 +79,17 @@ def test_train_frequency_and_batch_size_count_per_game(trainer):
     assert np.bincount(sampled.game).tolist() == [8, 8]
 
 
+def test_train_frequency_below_1_owes_several_updates_per_agent_step(trainer):
+    """0.5: two updates per agent step of each game (SPR's replay ratio 2)."""
+    trainer.update_credit = 0.0
+    trainer.cfg = replace(trainer.cfg, train_frequency=0.5)
+    try:
+        trainer.count(np.array([8, 8]), learning=True)  # 2 agent steps per game
+        assert trainer.update_credit == 4.0
+    finally:
+        trainer.cfg = replace(trainer.cfg, train_frequency=2)
+
+
 def test_with_target_period_1_the_bootstrap_is_the_online_max_in_one_forward():
     net = MultiHeadQNetwork([3])
     with torch.no_grad():
