@@ -24,7 +24,7 @@ import torch
 
 from mtdqn.agents.config import TrainConfig
 from mtdqn.agents.runner import Trainer, auto_env_threads
-from mtdqn.agents.update_cost import VARIANTS, update_costs
+from mtdqn.agents.update_cost import VARIANTS, learned_vs_hard, update_costs
 from mtdqn.envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
 
 BLOCKS = 5  # each comparison alternates its two sides in this many blocks, so load drifts hit both
@@ -36,6 +36,7 @@ TARGETS = {
     "training_vs_sb3": 1.30,  # our training steps/s / SB3 DQN steps/s, same settings
     "scale_max_vs_1_game": 0.90,  # steps/s with the most games / with 1 game, same total envs
     "replay_bytes_per_transition": 7_500,  # at most 7.5 KB
+    "learned_vs_hard_sharing": 1.25,  # at most: a learned-sharing update before the freeze / hard sharing's
 }
 
 
@@ -417,6 +418,7 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
 
     progress(f"update cost: {len(sizes.cost_variants)} variants of the update, side by side")
     out["update_cost"] = update_costs(list(sizes.cost_variants), sizes.cost_updates, progress=progress)
+    out["learned_sharing"] = learned_vs_hard(out["update_cost"])
 
     bpt = ours[opts.precision].bytes_per_transition
     out["memory"] = {"peak_rss_mb": peak_rss_mb(), "replay_bytes_per_transition": bpt,

@@ -29,6 +29,9 @@ class Variant:
     # game keeping the same half of each layer's channels, so that half is pruned)
 
 
+HARD, LEARNED, PRUNED = ("4 games, hard sharing (Nature torso, target network)",
+                         "4 games, learned sharing, gates training",
+                         "4 games, learned sharing, frozen, half of each layer pruned")
 VARIANTS = {
     "Nature torso, target network": Variant(),
     "Nature torso, target = online": Variant(separate_target=False),
@@ -36,9 +39,9 @@ VARIANTS = {
     "drq-eps (Dopamine torso, target = online)": Variant(padding="same", separate_target=False),
     "drq-eps, torch.compile": Variant(padding="same", separate_target=False, compile=True),
     "drq-eps, 4 games (4 x 32)": Variant(padding="same", separate_target=False, games=4),
-    "4 games, hard sharing (Nature torso, target network)": Variant(games=4),
-    "4 games, learned sharing, gates training": Variant(games=4, gates="training"),
-    "4 games, learned sharing, frozen, half of each layer pruned": Variant(games=4, gates="half"),
+    HARD: Variant(games=4),
+    LEARNED: Variant(games=4, gates="training"),
+    PRUNED: Variant(games=4, gates="half"),
 }
 
 
@@ -101,3 +104,15 @@ def update_costs(names: list[str], updates: int, blocks: int = 5, progress=lambd
         rows[name] |= {"ms_per_update": ms, "vs_first": ms / base,
                        "ms_per_game_update": ms / VARIANTS[name].games}
     return [rows[name] for name in names]
+
+
+def learned_vs_hard(rows: list[dict]) -> dict:
+    """Learned sharing's update against hard sharing's at the same width, before the freeze (gates
+    sampled, penalties on) and after it (half of each layer pruned); empty if a row was not measured."""
+    by_name = {r["variant"]: r for r in rows}
+    if HARD not in by_name:
+        return {}
+    hard = by_name[HARD]
+    return {key: {"ms_ratio": by_name[name]["ms_per_update"] / hard["ms_per_update"],
+                  "gflops_ratio": by_name[name]["gflops"] / hard["gflops"]}
+            for key, name in (("training", LEARNED), ("pruned", PRUNED)) if name in by_name}

@@ -91,6 +91,13 @@ def markdown_table(result: dict) -> str:
               "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['variant']} | {r['games']} | {r['gflops']:.2f} | {r['ms_per_update']:.1f} | "
               f"{r['ms_per_game_update']:.1f} | {r['vs_first']:.2f} |" for r in result["update_cost"]]
+    for key, label in (("training", "before the freeze"), ("pruned", "frozen, half of each layer pruned")):
+        if key in result.get("learned_sharing", {}):
+            x = result["learned_sharing"][key]
+            lines.append(f"learned sharing {label} / hard sharing: {x['ms_ratio']:.2f} of the time, "
+                         f"{x['gflops_ratio']:.2f} of the FLOPs"
+                         + (f"; target {_target(x['ms_ratio'], t['learned_vs_hard_sharing'], False)}"
+                            if key == "training" else ""))
     if load > 0.5 * (s["cpu_count"] or 1):
         lines.append("warning: the machine was busy: absolute rates are low and ratios are noisy")
     return "\n".join(lines)

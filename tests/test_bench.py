@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mtdqn.agents import benchmark
+from mtdqn.agents.update_cost import HARD, LEARNED, PRUNED
 from mtdqn.envs import PROTOCOLS, make_env
 from mtdqn.envs.sb3 import AtariVecEnv, make_sb3_env
 from mtdqn.scripts import bench
@@ -21,7 +22,8 @@ from mtdqn.scripts.cli import main as cli_main
 TINY = benchmark.Sizes(acting_steps=200, fill_steps=80, learn_warmup_steps=16, train_steps=24, isolated_updates=2,
                        scale_steps=120, scale_games=(1, 2), cost_updates=1,
                        cost_variants=("Nature torso, target network", "Nature torso, target = online",
-                                      "drq-eps (Dopamine torso, target = online)", "drq-eps, 4 games (4 x 32)"))
+                                      "drq-eps (Dopamine torso, target = online)", "drq-eps, 4 games (4 x 32)",
+                                      HARD, LEARNED, PRUNED))
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +178,20 @@ def test_update_cost_rows_count_what_each_variant_computes(result):
     for r in rows.values():
         assert r["ms_per_update"] > 0 and math.isclose(r["ms_per_game_update"], r["ms_per_update"] / r["games"])
     assert "| drq-eps, 4 games (4 x 32) | 4 |" in bench.markdown_table(result)
+
+
+def test_learned_sharing_is_timed_against_hard_sharing_at_the_same_width(result):
+    """The gates are elementwise masks, so before the freeze a learned update does the convolutions and
+    matmuls of a hard-sharing one exactly; after it, with half of each layer's channels pruned, every
+    layer computes at most half its outputs."""
+    rows = {r["variant"]: r for r in result["update_cost"]}
+    learned = result["learned_sharing"]
+    for key, name in (("training", LEARNED), ("pruned", PRUNED)):
+        assert learned[key]["ms_ratio"] == rows[name]["ms_per_update"] / rows[HARD]["ms_per_update"]
+        assert learned[key]["gflops_ratio"] == rows[name]["gflops"] / rows[HARD]["gflops"]
+    assert learned["training"]["gflops_ratio"] == pytest.approx(1.0, rel=1e-9)
+    assert 0.2 < learned["pruned"]["gflops_ratio"] < 0.5
+    assert result["targets"]["learned_vs_hard_sharing"] == 1.25
+    table = bench.markdown_table(result)
+    assert "learned sharing before the freeze / hard sharing: " in table and "target <= 1.25" in table
+    assert "learned sharing frozen, half of each layer pruned / hard sharing: " in table
