@@ -5,21 +5,23 @@ Every task sees the same frames, a horizontal bar in one of K rows and a vertica
 columns. Pair A's action values depend on the row only (A2's are A1's with the actions permuted: the
 same features), pair B's on the column only. The torso has room for both pairs' detectors in its
 convolutions but a narrow dense layer (8 units): with hard sharing each dense unit reads rows and
-columns at once, so its ReLU mixes what pair A needs with what it must ignore, and the 8 units are too
-few to hold both pairs' features apart. With learned sharing, each pair can close the convolution
-channels the other pair's features live in; the dense units behind them then compute one function of
-the row for pair A and another of the column for pair B: routing upstream doubles what the shared
-layers downstream can hold. So the structure to expect is not two separate networks but a split where
-the features differ (the first layers) and sharing behind it. Measured at this seed on the 2-core CPU:
-loss 0.0430 learned against 0.0565 shared (0.76x); overlap within / across pairs 1.0 / 0.50 at conv1,
-1.0 / 0.75 at conv2, 1.0 / 1.0 at conv3 and the dense layer, 1.0 / 0.84 pooled. At seeds 1 and 2 of the
-same problem learned sharing kept the lower loss (0.93x, 0.83x of hard sharing's) but split less: conv1
-overlap across pairs 1.0 at both, conv2 0.95 and 0.81, with 0.95-0.96 within.
+columns at once, so it mixes what pair A needs with what it must ignore. With learned sharing each pair
+closes first-layer channels that carry the other pair's bar, and the layers behind them, shared, compute
+functions of one bar per pair: a split where the features differ and sharing behind it.
+
+The torso is layer-normalized (`norm="layer"`). Without it this problem is a lottery over dead units:
+after 1,000 updates only 1-5 of the 8 dense units were ever positive, with hard or learned sharing,
+torch or Xavier init, so the dense capacity, and with it whether conv1 split (across-pair overlap 0.5 at
+one seed, 1.0 at two), changed with the seed. Measured with the norm on the 2-core CPU, seeds 0 / 1 / 2:
+loss learned / shared 0.0191 / 0.0351, 0.0134 / 0.0374, 0.0108 / 0.0317 (0.55x, 0.36x, 0.34x); conv1
+overlap within / across pairs 1.0 / 0.67, 0.88 / 0.30, 1.0 / 0.50; all channels pooled 0.96 / 0.88,
+0.97 / 0.81, 1.0 / 0.84 (conv3 and the dense layer stay shared by both pairs).
 """
 
 import functools
 
 import numpy as np
+import pytest
 import torch
 
 from mtdqn.agents import structure
@@ -45,11 +47,11 @@ def frame(r: int, c: int) -> np.ndarray:
 
 
 @functools.cache
-def trained(gated: bool):
+def trained(gated: bool, seed: int):
     """Final loss (mean squared error of Q against the exact values, all frames and actions) and the network."""
-    rng = np.random.default_rng(0)
-    torch.manual_seed(0)
-    replay = TaskBalancedReplay(4, capacity_per_game=3000, lanes=1, n_step=1, seed=0)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    replay = TaskBalancedReplay(4, capacity_per_game=3000, lanes=1, n_step=1, seed=seed)
     for g in range(4):
         for _ in range(1200):
             r, c, a = rng.integers(K), rng.integers(K), rng.integers(ACTIONS)
@@ -57,7 +59,7 @@ def trained(gated: bool):
                        np.array([False]), np.array([True]))
             replay.add(g, frame(r, c), np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
                        np.array([False]))
-    net = MultiHeadQNetwork([ACTIONS] * 4, gated=gated, width=WIDTH)
+    net = MultiHeadQNetwork([ACTIONS] * 4, gated=gated, width=WIDTH, norm="layer")
     learner = DQNLearner(net, learning_rate=2e-3, target_update_period=1, **(GATES if gated else {}))
     ready = replay.ready_games(1)
     for _ in range(UPDATES):
@@ -78,12 +80,13 @@ def within_across(overlap: np.ndarray) -> tuple[float, float]:
     return (overlap[0, 1] + overlap[2, 3]) / 2, overlap[:2, 2:].mean()
 
 
-def test_learned_gates_split_the_pairs_where_their_features_differ_and_beat_hard_sharing_at_the_same_width():
-    shared_loss, _ = trained(False)
-    learned_loss, net = trained(True)
-    assert learned_loss < 0.95 * shared_loss, (learned_loss, shared_loss)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learned_gates_split_the_pairs_where_their_features_differ_and_beat_hard_sharing_at_the_same_width(seed):
+    shared_loss, _ = trained(False, seed)
+    learned_loss, net = trained(True, seed)
+    assert learned_loss < 0.8 * shared_loss, (learned_loss, shared_loss)
     overlap = structure.overlaps(structure.hard_gates(net))
     within, across = within_across(overlap["conv1"])
-    assert within >= across + 0.25, ("conv1", within, across)
+    assert within >= 0.85 and across <= 0.7 and within >= across + 0.25, ("conv1", within, across)
     within, across = within_across(overlap["all"])
-    assert within >= 0.9 and within >= across + 0.1, ("all", within, across)
+    assert within >= 0.9 and within > across, ("all", within, across)
