@@ -45,6 +45,26 @@ def load_merged(spec: str, label: str | None = None) -> Evaluated:
     return merged
 
 
+def pool(seeds: list[Evaluated], label: str) -> Evaluated:
+    """Several seeds of one configuration as one run: each game's episodes of every seed side by side, so the
+    bootstrap intervals and rliable's statistics see the spread between seeds as well as within them. The IQM
+    curve is the seeds' mean at each periodic evaluation (when they all have the same evaluations)."""
+    if len(seeds) == 1:
+        return seeds[0]
+    games = list(seeds[0].hns)
+    for s in seeds[1:]:
+        if set(s.hns) != set(games):
+            raise CompareError(f"the seeds labelled {label!r} cover different games ({', '.join(games)} against "
+                               f"{', '.join(s.hns)}): pool only runs of the same games")
+    curves = [s.iqm_curve for s in seeds]
+    curve = None
+    if all(curves) and len({len(c) for c in curves}) == 1:
+        curve = [(frames, float(np.mean([c[k][1] for c in curves]))) for k, (frames, _) in enumerate(curves[0])]
+    frames = {g: max(s.frames.get(g) or 0 for s in seeds) or None for g in games}
+    return Evaluated(label, " | ".join(s.source for s in seeds), frames,
+                     {g: np.concatenate([s.hns[g] for s in seeds]) for g in games}, curve)
+
+
 def report_path(path: str) -> tuple[Path, bool]:
     """The eval.json that stands for `path` (a run folder: the evaluation of its most trained agent, an
     `mtdqn evaluate` before a periodic one; an evaluation folder; an eval.json), and whether the run has

@@ -19,7 +19,8 @@ class CompareArgs:
     evaluation folders or eval.json files; the first is the reference.
     Join runs of different games with '+' to compare them as one (e.g. SB3 single-game baselines)."""
     labels: str | None = None
-    """Comma-separated names for the runs (default: the run folder names)."""
+    """Comma-separated names for the runs (default: the run folder names). Runs given the same name are seeds
+    of one configuration: their episodes are pooled into one run (e.g. `--labels shared,shared,learned,learned`)."""
     out: str = "compare"
     """Folder for compare.md, compare.csv, compare.json and compare.png."""
     track: bool = False
@@ -39,13 +40,15 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
-    from mtdqn.agents.compare import CompareError, compare, load_merged, markdown, write  # ale-py: after parsing
+    from mtdqn.agents.compare import CompareError, compare, load_merged, markdown, pool, write  # ale-py: after parsing
 
     try:
         runs = [load_merged(path, label) for path, label in zip(args.runs, labels)]
         names = [r.label for r in runs]
-        if len(set(names)) != len(names):
-            raise CompareError(f"two runs are both named {max(names, key=names.count)!r}: name them with --labels")
+        if not args.labels and len(set(names)) != len(names):
+            raise CompareError(f"two runs are both named {max(names, key=names.count)!r}: name them with --labels "
+                               f"(the same name twice pools seeds)")
+        runs = [pool([r for r in runs if r.label == name], name) for name in dict.fromkeys(names)]
         result = compare(runs)
     except CompareError as e:
         raise UsageError(str(e)) from None

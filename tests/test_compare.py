@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mtdqn.agents.compare import CompareError, compare, load, load_merged
+from mtdqn.agents.compare import CompareError, compare, load, load_merged, pool
 from mtdqn.agents.evaluation import summarize, write_report
 from mtdqn.envs import PROTOCOLS, reference_scores
 from test_cli import mtdqn
@@ -122,3 +122,24 @@ def test_a_run_stands_for_its_most_trained_agent_and_its_deliberate_evaluation(t
     run = load(str(a))  # `mtdqn evaluate --episodes 30` of the final checkpoint, not of an older one
     assert run.hns["pong"] == pytest.approx([0.3] * 30) and run.source.endswith("frames_000400000-evaluate/eval.json")
     assert [f for f, _ in run.iqm_curve] == [200_000, 400_000]  # the learning curve is still the periodic one
+
+
+def test_seeds_given_one_label_pool_their_episodes(tmp_path):
+    """Two seeds of 'shared' (pong HNS 0.1 and 0.3, two episodes each) against one 'separate' at 0.2: pooled, the
+    mean is 0.2 and the four episodes are the run; P(shared > separate) = 0.5 (two above, two below)."""
+    ref = report(tmp_path, "separate", {"pong": at_hns("pong", [0.2] * 4)})
+    s0 = report(tmp_path / "s0", "shared", {"pong": at_hns("pong", [0.1, 0.1])})
+    s1 = report(tmp_path / "s1", "shared", {"pong": at_hns("pong", [0.3, 0.3])})
+    pooled = pool([load(str(s0)), load(str(s1))], "shared")
+    assert pooled.hns["pong"] == pytest.approx([0.1, 0.1, 0.3, 0.3]) and pooled.iqm_curve == [(400_000, pytest.approx(0.2))]
+    result = compare([load(str(ref)), pooled])
+    assert result["games"][0]["hns"]["shared"] == pytest.approx(0.2)
+    assert result["probability_of_improvement"]["shared"]["value"] == pytest.approx(0.5)
+    text = mtdqn("compare", ref, s0, s1, "--labels", "separate,shared,shared", "--out", tmp_path / "cmp",
+                 cwd=tmp_path).stdout
+    assert "| pong | 400,000 | 0.200 | 0.200 |" in text
+    other = report(tmp_path / "s2", "shared", {"breakout": at_hns("breakout", [0.1])})
+    with pytest.raises(CompareError, match="cover different games"):
+        pool([load(str(s0)), load(str(other))], "shared")
+    proc = mtdqn("compare", ref, s0, s1, "--out", tmp_path / "cmp2", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "same name twice pools seeds" in proc.stderr
