@@ -191,6 +191,10 @@ def compare(runs: list[Evaluated]) -> dict:
         aggregates[r.label] = aggregate_hns(np.stack([r.hns[g][:episodes] for g in games], axis=1))
     for r in runs[1:]:
         n = min(len(x.hns[g]) for x in (ref, r) for g in games)
+        cut = [x.label for x in (ref, r) if any(len(x.hns[g]) > n for g in games)]
+        if cut:  # rliable's bootstrap needs as many episodes on both sides
+            notes.append(f"P({r.label} > {ref.label}) uses the first {n} episodes of each game: "
+                         f"{' and '.join(cut)} had more (pool as many seeds on each side to use them all)")
         stack = [np.stack([x.hns[g][:n] for g in games], axis=1) for x in (r, ref)]
         improvement[r.label] = probability_of_improvement(*stack)
     target = aggregates[ref.label]["iqm"]["value"]

@@ -134,7 +134,10 @@ def test_seeds_given_one_label_pool_their_episodes(tmp_path):
     assert pooled.hns["pong"] == pytest.approx([0.1, 0.1, 0.3, 0.3]) and pooled.iqm_curve == [(400_000, pytest.approx(0.2))]
     result = compare([load(str(ref)), pooled])
     assert result["games"][0]["hns"]["shared"] == pytest.approx(0.2)
-    assert result["probability_of_improvement"]["shared"]["value"] == pytest.approx(0.5)
+    assert result["probability_of_improvement"]["shared"]["value"] == pytest.approx(0.5) and not result["warnings"]
+    one_seed = compare([load(str(ref)), load(str(s1))])  # 4 episodes against 2: P from the first 2 of each
+    assert one_seed["warnings"] == ["P(shared > separate) uses the first 2 episodes of each game: separate had more "
+                                    "(pool as many seeds on each side to use them all)"]
     text = mtdqn("compare", ref, s0, s1, "--labels", "separate,shared,shared", "--out", tmp_path / "cmp",
                  cwd=tmp_path).stdout
     assert "| pong | 400,000 | 0.200 | 0.200 |" in text
