@@ -12,6 +12,7 @@ for separate networks), per layer: dead / computed.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200, help="random-play frames per game")
     args = parser.parse_args()
     path = checkpoint.latest(args.run)
-    if path is None:
-        parser.error(f"{str(args.run)!r} has no checkpoints/frames_*.pt")
+    problem = (f"--frames {args.frames} must be at least 1" if args.frames < 1 else
+               f"{str(args.run)!r} has no checkpoints/frames_*.pt: give a run folder" if path is None else None)
+    if problem:
+        print(f"dead_units: {problem}", file=sys.stderr)
+        sys.exit(2)
     state = checkpoint.load(path)
     network = load_network(state, str(path), "cpu").eval()
     protocol = Protocol(**state["protocol"])
@@ -64,9 +68,8 @@ def main() -> None:
     for t in range(len(network.torsos)):
         cells = []
         for name, m in zip(("conv1", "conv2", "conv3", "dense"), relus[t * per_torso:(t + 1) * per_torso]):
-            if m in best:
-                dead = int((best[m] <= 0).sum())
-                cells.append(f"{name} {dead}/{len(best[m])} ({dead / len(best[m]):.0%})")
+            dead = int((best[m] <= 0).sum())
+            cells.append(f"{name} {dead}/{len(best[m])} ({dead / len(best[m]):.0%})")
         print(f"torso {t}: " + ", ".join(cells))
 
 
