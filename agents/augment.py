@@ -2,7 +2,9 @@
 
 Shifting the whole frame stack by a few pixels keeps the game's meaning and regularizes the
 torso: at small data budgets the Q-function otherwise fits the few frames it has seen. Dopamine's
-DrQ also scales each stack's brightness a little (intensity noise).
+DrQ also scales each stack's brightness a little (intensity noise). DrQ's paper draws a shift per
+stack; the Dopamine code of the published DrQ(eps) runs (2021, before its commit 1bb064b) drew one
+shift for the whole batch of its one game: `random_shift(..., groups=game)` does that per game.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ def shift(frames: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor) ->
     return torch.stack([p[:, y:y + h, x:x + w] for p, y, x in zip(padded, dy.tolist(), dx.tolist())])
 
 
-def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`shift` by offsets drawn uniformly and independently per stack (0: the frames as they are)."""
+def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator | None = None,
+                 groups: torch.Tensor | None = None) -> torch.Tensor:
+    """`shift` by offsets drawn uniformly, independently per stack, or with `groups` (e.g. each stack's
+    game) one offset per group shared by its stacks (pad 0: the frames as they are)."""
     if pad == 0:
         return frames
-    offsets = torch.randint(0, 2 * pad + 1, (2, len(frames)), generator=generator)
+    if groups is None:
+        offsets = torch.randint(0, 2 * pad + 1, (2, len(frames)), generator=generator)
+    else:
+        groups = groups.cpu()
+        offsets = torch.randint(0, 2 * pad + 1, (2, int(groups.max()) + 1), generator=generator)[:, groups]
     return shift(frames, pad, offsets[0], offsets[1])
 
 
@@ -38,6 +46,7 @@ def intensity(frames: torch.Tensor, scale: float, generator: torch.Generator | N
     return frames * (1.0 + scale * noise)
 
 
-def augment(frames: torch.Tensor, pad: int, scale: float) -> torch.Tensor:
-    """uint8 stacks -> float stacks scaled to [0, 1], shifted by up to `pad` pixels and intensity-scaled."""
-    return intensity(random_shift(frames, pad).float() / 255.0, scale)
+def augment(frames: torch.Tensor, pad: int, scale: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 stacks -> float stacks scaled to [0, 1], shifted by up to `pad` pixels (one offset per
+    stack, or per group of `groups`) and intensity-scaled (one factor per stack)."""
+    return intensity(random_shift(frames, pad, groups=groups).float() / 255.0, scale)

@@ -86,6 +86,9 @@ class TrainConfig:
     """Image augmentation (DrQ, Kostrikov et al. 2021): each sampled frame stack, and independently
     its n-step successor, is padded by this many pixels (edges repeated) and cropped back to 84x84
     at a random offset. 4 is DrQ's value; 0 turns it off."""
+    shift_per: Literal["stack", "game"] = "stack"
+    """Offsets of --random-shift. stack: one per sampled stack (DrQ's paper); game: one for all of a game's
+    stacks in an update, as the Dopamine code of the published DrQ(eps) runs drew one per batch."""
     reset_interval: int = 0
     """Gradient updates between resets of the Q-heads (and value streams) to fresh weights with fresh
     Adam moments, keeping the torso (SR-SPR, Nikishin et al. 2022); 0: never."""

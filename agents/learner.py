@@ -64,8 +64,8 @@ class DQNLearner:
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
                  reward_clip: bool = True, balance: str = "equal", task_weights=None, popart_beta: float = 3e-4,
                  soft_coupling: float = 0.0, random_shift: int = 0, intensity_noise: float = 0.0,
-                 reset_interval: int = 0, target_tau: float = 0.0, gate_sparsity: float = 0.0,
-                 gate_sharing: float = 0.0, gate_lr: float = 1e-2,
+                 shift_per: str = "stack", reset_interval: int = 0, target_tau: float = 0.0,
+                 gate_sparsity: float = 0.0, gate_sharing: float = 0.0, gate_lr: float = 1e-2,
                  device: str | torch.device = "cpu", precision: Precision = "fp32"):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
@@ -99,6 +99,7 @@ class DQNLearner:
         self.soft_coupling = soft_coupling
         self.random_shift = random_shift
         self.intensity_noise = intensity_noise
+        self.shift_per = shift_per
         self.reset_interval = reset_interval
         self._shared = {id(p) for p in self.online.shared_parameters()}
         self.updates = 0
@@ -110,6 +111,10 @@ class DQNLearner:
         return (t(batch.obs), t(batch.action), t(batch.rewards), t(batch.terminated), t(batch.steps),
                 t(batch.next_obs), t(batch.game))
 
+    def augment(self, frames, game):
+        """uint8 stacks -> augmented float stacks; states and successors each draw their own offsets."""
+        return augment(frames, self.random_shift, self.intensity_noise, game if self.shift_per == "game" else None)
+
     def td_targets(self, rewards, terminated, steps, next_obs, game) -> torch.Tensor:
         """sum_k gamma^k r_k + [not terminated] gamma^m Q_target(s_m, argmax_a Q_online(s_m, a))."""
         if self.reward_clip:
@@ -118,7 +123,7 @@ class DQNLearner:
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
         with torch.no_grad(), autocast(self.device, self.precision):
-            next_obs = augment(next_obs, self.random_shift, self.intensity_noise)  # once, for both networks
+            next_obs = self.augment(next_obs, game)  # once, for both networks
             online_q = self.online(next_obs, game).float()
             if self.target_is_online:  # Double DQN with equal networks is max_a Q(s_m, a)
                 next_q = online_q.max(1).values
@@ -152,7 +157,7 @@ class DQNLearner:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns per-game mean TD loss [G] (nan where absent) and mean Q."""
         obs, action, rewards, terminated, steps, next_obs, game = self._tensors(batch)
-        obs = augment(obs, self.random_shift, self.intensity_noise)
+        obs = self.augment(obs, game)
         target = self.td_targets(rewards, terminated, steps, next_obs, game)
         undo = self._popart_step(target, game) if self.online.popart else None
         per_game, count, q = self.per_game_losses(obs, action, target, game)

@@ -66,7 +66,8 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
         task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
         soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, random_shift=cfg.random_shift,
-        intensity_noise=cfg.intensity_noise, reset_interval=cfg.reset_interval, target_tau=cfg.target_tau,
+        intensity_noise=cfg.intensity_noise, shift_per=cfg.shift_per, reset_interval=cfg.reset_interval,
+        target_tau=cfg.target_tau,
         gate_sparsity=cfg.gate_sparsity, gate_sharing=cfg.gate_sharing, gate_lr=cfg.gate_lr,
         device=cfg.device, precision=cfg.precision)
 

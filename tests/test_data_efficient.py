@@ -40,18 +40,41 @@ def test_random_shift_draws_every_offset_independently_per_stack():
     assert torch.equal(random_shift(frames, 0), frames)
 
 
-def test_the_learner_shifts_states_and_successors_independently(monkeypatch):
-    """With random_shift on, the online net sees shifted obs; the n-step successors are shifted by other offsets."""
+def test_random_shift_per_game_moves_all_of_a_games_stacks_alike():
+    """groups=game: one offset per game (Dopamine's DrQ(eps) drew one per batch of its one game)."""
+    frames = torch.zeros(600, 1, 9, 9, dtype=torch.uint8)
+    frames[:, 0, 4, 4] = 255
+    game = torch.arange(600) % 3
+    out = random_shift(frames, 2, torch.Generator().manual_seed(0), groups=game)
+    where = out[:, 0].flatten(1).argmax(1)
+    for g in range(3):
+        assert len(set(where[game == g].tolist())) == 1  # every stack of game g moved by the same offset
+    offsets = [(int(w) // 9 - 4, int(w) % 9 - 4) for w in where[:3]]
+    drawn = 2 - torch.randint(0, 5, (2, 3), generator=torch.Generator().manual_seed(0))  # crop at d moves by 2-d
+    assert offsets == list(zip(drawn[0].tolist(), drawn[1].tolist())) and len(set(offsets)) == 3
+    draws = {tuple(random_shift(frames[:1], 2, torch.Generator().manual_seed(s), groups=game[:1])[0, 0].flatten()
+                   .nonzero().tolist()[0]) for s in range(200)}
+    assert len(draws) == 25  # a one-game batch still draws every offset
+
+
+@pytest.mark.parametrize("shift_per", ["stack", "game"])
+def test_the_learner_shifts_states_and_successors_independently(monkeypatch, shift_per):
+    """With random_shift on, the online net sees shifted obs; the n-step successors are shifted by other
+    offsets; with shift_per=game the draws are grouped by the stacks' games."""
     seen = []
-    monkeypatch.setattr("mtdqn.agents.augment.random_shift", lambda x, pad: seen.append((pad, x.clone())) or x.flip(-1))
-    net = MultiHeadQNetwork([3])
-    learner = DQNLearner(net, random_shift=4)
+    monkeypatch.setattr("mtdqn.agents.augment.random_shift",
+                        lambda x, pad, groups=None: seen.append((pad, x.clone(), groups)) or x.flip(-1))
+    net = MultiHeadQNetwork([3, 2])
+    learner = DQNLearner(net, random_shift=4, shift_per=shift_per)
     obs = np.random.default_rng(0).integers(0, 255, (4, 4, 84, 84), dtype=np.uint8)
+    game = np.array([0, 1, 0, 1])
     learner.update(Batch(obs=obs, action=np.zeros(4, np.int64), rewards=np.zeros((4, 1), np.float32),
                          terminated=np.zeros(4, bool), steps=np.ones(4, np.int64), next_obs=obs[::-1].copy(),
-                         game=np.zeros(4, np.int64)))
-    assert [pad for pad, _ in seen] == [4, 4]
+                         game=game))
+    assert [pad for pad, _, _ in seen] == [4, 4]
     assert torch.equal(seen[0][1], torch.from_numpy(obs)) and torch.equal(seen[1][1], torch.from_numpy(obs[::-1].copy()))
+    for _, _, groups in seen:
+        assert groups is None if shift_per == "stack" else groups.tolist() == game.tolist()
 
 
 @pytest.mark.parametrize("dueling", [False, True])

@@ -40,8 +40,9 @@ def test_drq_eps_preset_is_dopamines_gin_value_by_value():
     assert (cfg.epsilon_start, cfg.epsilon_end, cfg.eval_epsilon) == (1.0, 0.01, 0.001)
     assert (cfg.learning_rate, cfg.adam_eps, cfg.max_grad_norm) == (1e-4, 1.5e-4, 0.0)
     assert cfg.dueling and cfg.random_shift == 4 and cfg.intensity_noise == 0.05
+    assert cfg.shift_per == "game"  # one crop offset per batch in the 2021 code of the published runs
     assert (cfg.padding, cfg.init, cfg.envs_per_game) == ("same", "xavier", 1)
-    assert cfg.replay_size >= 100_000  # every transition of the run stays in replay
+    assert cfg.replay_size >= 100_000 + 1_000  # every step stays in replay, and an autoreset slot per episode
 
 
 @pytest.fixture(scope="module")
