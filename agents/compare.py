@@ -16,6 +16,10 @@ import numpy as np
 
 from mtdqn.envs import aggregate_hns, hns
 
+# A multi-game run stops when its last game reaches the budget, so the others pass it by a few
+# steps: budgets within this fraction of each other count as one.
+BUDGET_SLACK = 0.01
+
 
 class CompareError(ValueError):
     """A run or report that cannot be compared; the message says which and why."""
@@ -168,7 +172,7 @@ def compare(runs: list[Evaluated]) -> dict:
              "dropped from the comparison" for g in dict.fromkeys(g for r in runs for g in r.hns) if g not in games]
     budgets = {r.label: frames_per_game(r, games) for r in runs}
     trained = [max(known) for r in runs if (known := {r.frames.get(g) for g in games} - {None})]
-    if trained and max(trained) > 1.01 * min(trained):  # not the few frames a run overshoots its budget by
+    if trained and max(trained) > (1 + BUDGET_SLACK) * min(trained):
         notes.append("the runs were trained for different frames per game ("
                      + "; ".join(f"{l} {b}" for l, b in budgets.items()) + "): their scores are not at one budget")
     ref = runs[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.agents.compare import CompareError, read_report, report_path, run_folder
+from mtdqn.agents.compare import BUDGET_SLACK, CompareError, read_report, report_path, run_folder
 from mtdqn.envs import FRAMESKIP, aggregate_hns, hns
 from mtdqn.envs.published import AGENTS, BUDGET_FRAMES, iqm_over_games, published_scores
 
@@ -49,10 +49,8 @@ def against(games: dict[str, dict], agent: str = "drq-eps") -> dict:
     protocols = sorted({r["protocol"].get("name", "?") for r in games.values()})
     if protocols != ["atari100k"]:
         notes.append(f"evaluated under protocol {', '.join(protocols)}: the published runs used atari100k")
-    # A multi-game run stops when its last game reaches the budget, so the others may pass it by
-    # a few steps; only a shorter budget, or one more than 1% longer, changes the comparison.
     budgets = {g: r.get("frames") for g, r in games.items()}
-    if any(not f or not BUDGET_FRAMES <= f <= 1.01 * BUDGET_FRAMES for f in budgets.values()):
+    if any(not f or not BUDGET_FRAMES <= f <= (1 + BUDGET_SLACK) * BUDGET_FRAMES for f in budgets.values()):
         notes.append("not every game was trained for 400,000 frames (100k agent steps), the published budget: "
                      + ", ".join(f"{g} {f:,}" if f else f"{g} ?" for g, f in budgets.items()))
     rows = []
