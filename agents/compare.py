@@ -8,13 +8,13 @@ difference to the reference lies entirely below zero.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mtdqn.envs import aggregate_hns, hns
+from mtdqn.envs.scores import interval_estimates
 
 # A multi-game run stops when its last game reaches the budget, so the others pass it by a few
 # steps: budgets within this fraction of each other count as one.
@@ -150,14 +150,9 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: i
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
     """rliable's P(X > Y) averaged over games, with a stratified-bootstrap 95% CI. x, y: [episodes, games]."""
-    from rliable import library as rly
     from rliable import metrics
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            {"pair": (x, y)}, metrics.probability_of_improvement, reps=reps,
-            random_state=np.random.RandomState(seed))
+    point, interval = interval_estimates({"pair": (x, y)}, metrics.probability_of_improvement, reps, seed)
     return {"value": float(np.squeeze(point["pair"])), "ci_low": float(np.squeeze(interval["pair"][0])),
             "ci_high": float(np.squeeze(interval["pair"][1]))}
 

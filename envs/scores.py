@@ -36,23 +36,33 @@ def hns(game: str, score):
 AGGREGATES = ("iqm", "median", "mean")
 
 
+def interval_estimates(scores: dict, func, reps: int, seed: int):
+    """rliable's `get_interval_estimates`, the same for the same seed: rliable 1.2's stratified
+    bootstraps draw their resamples from NumPy's global generator (`np.random.choice`), whatever
+    `random_state` says, so that generator is seeded here and put back as it was afterwards."""
+    from rliable import library as rly
+
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
+
+
 def aggregate_hns(per_episode: np.ndarray, reps: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
     """IQM / median / mean of an [episodes x games] HNS matrix with 95% stratified-bootstrap CIs.
 
     Returns {"iqm": {"value", "ci_low", "ci_high"}, ...}.
     """
-    from rliable import library as rly
     from rliable import metrics
 
     def stats(x):
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_median(x), metrics.aggregate_mean(x)])
 
-    with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            {"run": np.asarray(per_episode, dtype=np.float64)}, stats, reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
+    point, interval = interval_estimates({"run": np.asarray(per_episode, dtype=np.float64)}, stats, reps, seed)
     return {
         name: {"value": float(point["run"][i]), "ci_low": float(interval["run"][0, i]),
                "ci_high": float(interval["run"][1, i])}

@@ -80,3 +80,15 @@ def test_aggregate_intervals_cover_the_estimate_when_episodes_vary():
     agg = aggregate_hns(scores, reps=500)
     for a in agg.values():
         assert a["ci_low"] < a["value"] < a["ci_high"]
+
+
+def test_aggregate_intervals_are_the_same_for_the_same_seed_and_leave_numpy_alone():
+    """rliable 1.2 resamples with NumPy's global generator whatever random_state it is given; the
+    interval must still depend on the seed alone, and the caller's global generator be left as it was."""
+    scores = np.random.default_rng(0).random((30, 2))
+    np.random.seed(7)
+    expected_draw = np.random.random()
+    np.random.seed(7)
+    first, again = aggregate_hns(scores, reps=300), aggregate_hns(scores, reps=300)
+    assert first == again and aggregate_hns(scores, reps=300, seed=1) != first
+    assert np.random.random() == expected_draw
