@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mtdqn.agents.learner import Precision, autocast, epsilon_greedy
-from mtdqn.envs import FRAMESKIP, Protocol, make_env
+from mtdqn.envs import FRAMESKIP, Lives, Protocol, make_env
 
 
 @dataclass
@@ -42,6 +42,8 @@ class Actor:
     life_loss_terminal: a lost life is reported as `terminated` for the learner (its TD target stops
     there), while the game, the frame stack and the episode's return go on. ale-py's own
     `episodic_life` restarts the game at a lost life instead, so the agent would only see first lives.
+    With the protocol's `life_loss_reset` the frame stack restarts there too, as Dopamine's does: the
+    actor acts on zeroed older frames, and the replay (`terminal_ends_stack`) stacks alike.
     """
 
     def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
@@ -49,6 +51,7 @@ class Actor:
                  life_loss_terminal: bool = False):
         self.games = games
         self.life_loss_terminal = life_loss_terminal
+        self.life_loss_reset = protocol.life_loss_reset
         self.envs_per_game = envs_per_game
         self.device = torch.device(device)
         self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
@@ -58,7 +61,7 @@ class Actor:
         env_seed = seed if env_seed is None else env_seed
         resets = [env.reset(seed=(env_seed * 100_003 + i * envs_per_game) % 2**31) for i, env in enumerate(self.envs)]
         self.obs = np.concatenate([obs for obs, _ in resets])
-        self.lives = np.concatenate([info["lives"] for _, info in resets])
+        self.lives = Lives(np.concatenate([info["lives"] for _, info in resets]))
         n = len(self.obs)
         self.game_ids = np.repeat(np.arange(len(games)), envs_per_game)
         self._game_ids_t = torch.from_numpy(self.game_ids).to(self.device)
@@ -89,10 +92,10 @@ class Actor:
         truncated = np.concatenate([r[3] for r in results])
         applied = ~self.final  # on a final observation ale-py resets instead of acting
         life_lost = False
-        if self.life_loss_terminal:
+        if self.life_loss_terminal or self.life_loss_reset:
             lives = np.concatenate([r[4]["lives"] for r in results])
-            life_lost = (lives < self.lives) & applied
-            self.lives = lives
+            life_lost = self.lives.step(lives, next_obs if self.life_loss_reset else None) & applied
+            life_lost &= self.life_loss_terminal
         step = ActorStep(
             frame=self.obs[:, -1], action=self._pending, reward=reward, terminated=terminated | life_lost,
             truncated=truncated, first=self.first,

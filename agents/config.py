@@ -66,6 +66,11 @@ class TrainConfig:
     """Treat a lost life as terminal in the TD target (no bootstrap past it) while the game goes on, as
     DER, SPR and BBF train (Dopamine's terminal_on_life_loss). Training only: evaluation and episode
     returns are unchanged; the recorded protocol says life_loss_terminal: true."""
+    life_loss_reset: bool = False
+    """Restart the frame stack at a lost life (older frames zeroed, as at an episode start) when acting,
+    learning and evaluating, as Dopamine's runner does with terminal_on_life_loss (it begins a new agent
+    episode there). Needs life-loss terminals (--protocol atari100k or --life-loss-terminal); recorded
+    in the protocol as life_loss_reset: true."""
     reward_clip: bool = True
     """Clip rewards to [-1, 1] in the learner (the env always returns raw game rewards)."""
     dueling: bool = False
@@ -233,12 +238,22 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("learning_rate", "adam_eps", "affinity_lr", "gate_lr", "torso_width", "train_frequency"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    check_life_loss(cfg)
     check_device(cfg.device)
     check_multitask(cfg)
     check_precision(cfg.precision, cfg.device)
     if cfg.backend == "ray":
         check_ray(cfg.ray_address)
     return cfg
+
+
+def check_life_loss(cfg: TrainConfig) -> None:
+    """A stack restarted at a lost life needs that life to end the learner's episode too."""
+    from mtdqn.envs import PROTOCOLS
+
+    if cfg.life_loss_reset and not (cfg.life_loss_terminal or PROTOCOLS[cfg.protocol].life_loss_terminal):
+        raise ConfigError(f"--life-loss-reset needs life-loss terminals, which --protocol {cfg.protocol} has not: "
+                          "use --protocol atari100k or add --life-loss-terminal")
 
 
 def check_multitask(cfg: TrainConfig) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mtdqn.agents.learner import epsilon_greedy
-from mtdqn.envs import Protocol, aggregate_hns, hns, make_env
+from mtdqn.envs import Lives, Protocol, aggregate_hns, hns, make_env
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones
 
@@ -32,8 +32,9 @@ def run_episodes(network, games: list[str], game_ids: list[int], protocol: Proto
     device = torch.device(device)
     start, reported = time.perf_counter(), set()
     envs = [make_env(g, episodes, protocol, num_threads=env_threads) for g in games]
-    obs = np.concatenate([env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + i * episodes)[0]
-                          for i, env in enumerate(envs)])
+    resets = [env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + i * episodes) for i, env in enumerate(envs)]
+    obs = np.concatenate([o for o, _ in resets])
+    lives = Lives(np.concatenate([info["lives"] for _, info in resets]))
     head = np.repeat(np.asarray(game_ids), episodes)
     head_t = torch.from_numpy(head).to(device)
     num_actions = np.repeat([int(env.single_action_space.n) for env in envs], episodes)
@@ -47,6 +48,8 @@ def run_episodes(network, games: list[str], game_ids: list[int], protocol: Proto
             env.send(actions[i * episodes:(i + 1) * episodes])
         results = [env.recv() for env in envs]
         obs = np.concatenate([r[0] for r in results])
+        if protocol.life_loss_reset:
+            lives.step(np.concatenate([r[4]["lives"] for r in results]), obs)
         returns += np.concatenate([r[1] for r in results]) * running
         done = np.concatenate([r[2] | r[3] for r in results])
         running &= ~done
@@ -79,7 +82,8 @@ def record_video(network, game: str, game_id: int, protocol: Protocol, epsilon: 
     device = torch.device(device)
     env, rgb_env = make_env(game, 1, protocol), make_env(game, 1, protocol, rgb=True)
     run_seed = EVAL_SEED_OFFSET + seed * 1000 + 999
-    obs, _ = env.reset(seed=run_seed)
+    obs, info = env.reset(seed=run_seed)
+    lives = Lives(info["lives"])
     rgb, _ = rgb_env.reset(seed=run_seed)
     head = torch.tensor([game_id], device=device)
     rng = np.random.default_rng(run_seed)
@@ -87,7 +91,9 @@ def record_video(network, game: str, game_id: int, protocol: Protocol, epsilon: 
     network.eval()
     while not done:
         action = epsilon_greedy(network, obs, head, np.array([int(env.single_action_space.n)]), epsilon, rng, device)
-        obs, reward, term, trunc, _ = env.step(action)
+        obs, reward, term, trunc, info = env.step(action)
+        if protocol.life_loss_reset:
+            lives.step(info["lives"], obs)
         rgb, *_ = rgb_env.step(action)
         frames.append(rgb[0, 0])
         score += float(reward[0])

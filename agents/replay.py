@@ -12,6 +12,10 @@ At sampling, a stack is the 4 frames ending at a slot, with frames from before t
 slot i runs until n steps pass or the episode ends: termination cuts the bootstrap, truncation
 does not. Raw rewards come out per step so the learner owns clipping or normalization.
 
+With `terminal_ends_stack` (the protocol's `life_loss_reset`, where a lost life is `terminated`
+and the game goes on) a stack also zeroes the frames at and before a terminated slot, so the learner
+sees the stack the actor acted on after a lost life.
+
 A window also stops before a slot whose successor is `first` without the episode having ended
 there: that slot's outcome was never stored (a run resumed from a checkpoint starts fresh
 episodes right after the last slot written before the save), so the window bootstraps from that
@@ -46,10 +50,11 @@ class GameReplay:
 
     ARRAYS = ("frames", "action", "reward", "terminated", "truncated", "first")  # one slot per lane each
 
-    def __init__(self, capacity: int, lanes: int, n_step: int):
+    def __init__(self, capacity: int, lanes: int, n_step: int, terminal_ends_stack: bool = False):
         self.slots = max(capacity // lanes, STACK + n_step + 2)
         self.lanes = lanes
         self.n_step = n_step
+        self.terminal_ends_stack = terminal_ends_stack
         shape = (self.slots, lanes)
         self.frames = np.zeros(shape + FRAME_SHAPE, dtype=np.uint8)
         self.action = np.zeros(shape, dtype=np.uint8)
@@ -122,6 +127,9 @@ class GameReplay:
         # frame k is kept only if no slot after it (up to t) starts an episode
         starts = self.first[slots, e[:, None]]
         later_start = np.flip(np.cumsum(np.flip(starts[:, 1:], 1), 1), 1) > 0
+        if self.terminal_ends_stack:  # ... and, here, no slot from it up to t-1 ended a life
+            ends = self.terminated[slots[:, :-1], e[:, None]]
+            later_start |= np.flip(np.cumsum(np.flip(ends, 1), 1), 1) > 0
         obs[:, :-1][later_start] = 0
         return obs
 
@@ -159,11 +167,11 @@ class TaskBalancedReplay:
     """
 
     def __init__(self, num_games: int, capacity_per_game: int, lanes: int | list[int], n_step: int,
-                 balance: str = "equal", seed: int = 0):
+                 balance: str = "equal", seed: int = 0, terminal_ends_stack: bool = False):
         if balance not in ("equal", "proportional"):
             raise ValueError(f"unknown replay balance {balance!r}: use equal or proportional")
         lanes = [lanes] * num_games if isinstance(lanes, int) else lanes  # per game: its envs
-        self.games = [GameReplay(capacity_per_game, n, n_step) for n in lanes]
+        self.games = [GameReplay(capacity_per_game, n, n_step, terminal_ends_stack) for n in lanes]
         self.balance = balance
         self.rng = np.random.default_rng(seed)
 

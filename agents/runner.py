@@ -92,8 +92,10 @@ class Trainer:
         self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
         self.games = resolve_games(cfg.suite)
-        self.protocol = replace(PROTOCOLS[cfg.protocol], max_frames_per_episode=cfg.max_episode_frames,
-                                life_loss_terminal=PROTOCOLS[cfg.protocol].life_loss_terminal or cfg.life_loss_terminal)
+        base = PROTOCOLS[cfg.protocol]
+        self.protocol = replace(base, max_frames_per_episode=cfg.max_episode_frames,
+                                life_loss_terminal=base.life_loss_terminal or cfg.life_loss_terminal,
+                                life_loss_reset=base.life_loss_reset or cfg.life_loss_reset)
         torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
         resumed_frames = min(state["frames"]) if state else 0
@@ -102,7 +104,8 @@ class Trainer:
         self.actor = self.make_actor(env_threads, env_seed=cfg.seed + resumed_frames)
         self.learner = build_learner(cfg, self.games, self.actor.action_counts)
         self.replay = TaskBalancedReplay(len(self.games), cfg.replay_size, self.actor.lanes, cfg.n_step,
-                                         balance=cfg.replay_balance, seed=cfg.seed)
+                                         balance=cfg.replay_balance, seed=cfg.seed,
+                                         terminal_ends_stack=self.protocol.life_loss_reset)
         self.frames = np.zeros(len(self.games), dtype=np.int64)
         self.episodes = np.zeros(len(self.games), dtype=np.int64)
         self.update_credit = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from ale_py.vector_env import AtariVectorEnv
 
 FRAMESKIP = 4  # emulator frames per agent step; budgets count emulator frames
@@ -22,6 +23,7 @@ class Protocol:
     full_action_space: bool = False
     episodic_life: bool = False
     life_loss_terminal: bool = False  # the learner's TD target stops at a lost life; the game goes on
+    life_loss_reset: bool = False  # the frame stack restarts at a lost life (acting, learning, evaluation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +39,36 @@ PROTOCOLS = {
     # terminal for the learner while the game goes on, 27,000-step cap; evaluation plays to game over.
     "atari100k": Protocol("atari100k", repeat_action_probability=0.0, noop_max=30, life_loss_terminal=True),
 }
+
+
+class Lives:
+    """Each env's lives, to see a lost one, and the frame stacks restarted there.
+
+    Dopamine's runner begins a new agent episode at a lost life (`begin_episode` zeroes the agent's
+    frame stack, in training and evaluation alike) while ale-py's stack runs on across it; with the
+    protocol's `life_loss_reset` the frames from before the loss are zeroed, as at an episode start.
+    """
+
+    FAR = 1 << 30  # no lost life in sight: nothing to zero
+
+    def __init__(self, lives: np.ndarray):
+        self.lives = np.array(lives)
+        self.age = np.full(len(self.lives), self.FAR)  # observations since the last lost life, capped
+
+    def step(self, lives: np.ndarray, obs: np.ndarray | None = None) -> np.ndarray:
+        """Which envs lost a life with this step (a new game's full lives is no loss). With `obs`
+        [N, stack, ...], the step's observations: zero there, in place, the frames from before each
+        env's last lost life."""
+        lives = np.asarray(lives)
+        lost = lives < self.lives
+        # a new game's stack comes zero-padded from ale-py, so zeroing on past it changes nothing; a
+        # bonus life must not end the restart, as the replay's stacks run on to the lost life
+        self.age = np.where(lost, 1, np.minimum(self.age + 1, self.FAR))
+        self.lives = lives.copy()
+        if obs is not None:
+            stack = obs.shape[1]
+            obs[np.arange(stack)[None, :] < stack - self.age[:, None]] = 0
+        return lost
 
 
 def make_env(game: str, num_envs: int, protocol: Protocol, num_threads: int = 1,

@@ -151,7 +151,9 @@ def main(argv: list[str]) -> None:
                 raise UsageError(f"game {g!r} is not in this checkpoint; it was trained on: {','.join(trained)}")
     torch.set_num_threads(args.threads)
     network = load_network(state, args.checkpoint, args.device)
-    protocol = Protocol(**state["protocol"]) if args.protocol == "checkpoint" else PROTOCOLS[args.protocol]
+    protocol = Protocol(**state["protocol"])
+    if args.protocol != "checkpoint":  # another protocol's emulator; the agent keeps its stack restarts
+        protocol = replace(PROTOCOLS[args.protocol], life_loss_reset=protocol.life_loss_reset)
     if args.max_episode_frames is not None:
         if args.max_episode_frames <= 0:
             raise UsageError(f"--max-episode-frames must be a positive integer, got {args.max_episode_frames}")

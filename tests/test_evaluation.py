@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from mtdqn.agents.evaluation import run_episodes, summarize, write_report
 from mtdqn.agents.network import MultiHeadQNetwork
@@ -21,6 +22,33 @@ def test_runs_exactly_the_asked_episodes_and_is_deterministic_per_seed():
     for game in first:
         np.testing.assert_array_equal(first[game], again[game])
     assert first["ms_pacman"].min() >= 0 and first["pong"].max() <= 0  # pong at 300 steps: no point won
+
+
+class AlwaysFire(torch.nn.Module):
+    """Greedy FIRE on Breakout (the ball comes back after each lost life); keeps every input stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, obs, game_ids):
+        self.seen.append(obs[0].clone())
+        return torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(len(obs), 4)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_evaluation_restarts_the_stack_at_a_lost_life_with_life_loss_reset(reset):
+    """One Breakout game of 5 lives: the agent sees a fresh stack [0, 0, 0, f] at the start, and with
+    life_loss_reset after each of the 4 lives lost before the last."""
+    net = AlwaysFire()
+    protocol = replace(PROTOCOLS["atari100k"], life_loss_reset=reset)
+    run_episodes(net, ["breakout"], [0], protocol, episodes=1, epsilon=0.0, seed=0)
+    seen = net.seen
+    fresh = [i for i, s in enumerate(seen) if not s[:3].any() and s[3].any()]
+    assert len(fresh) == (5 if reset else 1) and fresh[0] == 0
+    for i in fresh:  # then the stack fills up again, one frame per step
+        assert not seen[i + 1][:2].any() and torch.equal(seen[i + 1][2], seen[i][3])
+        assert not seen[i + 2][0].any() and torch.equal(seen[i + 2][1:3], seen[i + 1][2:])
 
 
 def test_summary_records_hns_only_for_games_with_a_reference(tmp_path):

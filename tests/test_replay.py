@@ -180,6 +180,45 @@ def test_a_lost_life_ends_the_td_target_but_not_the_game():
     assert seen[t + 1, 0, :3].any()  # frames from before the lost life are in the stack
 
 
+def test_life_loss_reset_restarts_the_stack_the_actor_and_the_learner_see():
+    """--life-loss-reset on real Breakout: the same game as without it; after each lost life that does
+    not end the game the actor acts on [0, 0, 0, f], then [0, 0, f, f'], then [0, f, f', f''], and the
+    replay's stack of every slot is exactly the one the actor acted on. The step into the lost life
+    stays a transition start, terminated after one step."""
+    runs = {}
+    for reset in (False, True):
+        actor = Actor(["breakout"], 1, replace(PROTOCOLS["machado"], life_loss_reset=reset), seed=5,
+                      life_loss_terminal=True)
+        network = MultiHeadQNetwork(actor.action_counts)
+        replay = GameReplay(2000, 1, n_step=3, terminal_ends_stack=reset)
+        seen, terminated, first = [], [], []
+        for _ in range(1500):
+            seen.append(actor.obs[0].copy())
+            actor.act(network, epsilon=np.ones(1))
+            s = actor.recv()
+            replay.add(s.frame, s.action, s.reward, s.terminated, s.truncated, s.first)
+            terminated.append(s.terminated[0]), first.append(s.first[0])
+        actor.close()
+        runs[reset] = np.stack(seen), np.array(terminated), np.array(first), replay
+    (plain, terminated, first, _), (seen, terminated_r, first_r, replay) = runs[False], runs[True]
+    np.testing.assert_array_equal(seen[:, -1], plain[:, -1])  # the same game, frame for frame
+    np.testing.assert_array_equal(terminated, terminated_r)
+    np.testing.assert_array_equal(first, first_r)
+    assert (seen[seen != plain] == 0).all()  # the reset only zeroes
+    lost = [t for t in np.flatnonzero(terminated) if t + 4 < len(first) and not first[t + 2]]
+    assert len(lost) >= 4
+    for t in lost:
+        assert not seen[t + 1, :3].any() and seen[t + 1, 3].any() and plain[t + 1, :3].any()
+        assert not seen[t + 2, :2].any()
+        np.testing.assert_array_equal(seen[t + 2, 2], seen[t + 1, 3])
+        assert not seen[t + 3, 0].any()
+        np.testing.assert_array_equal(seen[t + 4], plain[t + 4])
+    slots = np.arange(len(seen))
+    np.testing.assert_array_equal(replay.stack(slots, np.zeros_like(slots)), seen)
+    batch = replay.transitions(np.array(lost), np.zeros(len(lost), int), game_id=0)
+    assert batch.terminated.all() and (batch.steps == 1).all() and not first[np.array(lost) + 1].any()
+
+
 def test_a_window_stops_where_a_resumed_run_started_fresh_episodes():
     """A run saved mid-episode and resumed: the last slot written before the save has no done flag and
     the next slot is a fresh episode's `first`. That slot's outcome was never stored, so a window

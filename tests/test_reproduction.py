@@ -17,7 +17,8 @@ from mtdqn.agents.learner import DQNLearner, autocast
 from mtdqn.agents.network import MultiHeadQNetwork, NatureTorso
 from mtdqn.agents.replay import TaskBalancedReplay
 from mtdqn.agents.runner import Trainer
-from mtdqn.envs import PROTOCOLS
+from mtdqn.envs import PROTOCOLS, Lives
+from mtdqn.scripts.cli import main as cli_main
 from test_cli import mtdqn
 from test_learner import ACTION_COUNTS, BEST, batch
 
@@ -28,6 +29,29 @@ def test_atari100k_protocol_values():
         0.0, 30, 108_000, False)
     assert p.life_loss_terminal and not p.episodic_life  # ale-py's episodic_life would restart the game
     assert not PROTOCOLS["machado"].life_loss_terminal and not PROTOCOLS["classic"].life_loss_terminal
+
+
+def test_lives_zero_the_frames_from_before_a_lost_life():
+    """Env 0 loses a life, wins a bonus life the next step (the restart goes on), keeps it, loses its
+    last (game over) and starts a new game with 3 lives (zero-padded by ale-py already, so zeroing on
+    changes nothing); env 1 never loses one. Each observation is all ones before `step` zeroes it."""
+    lives = Lives(np.array([3, 3]))
+    expected = [([0, 0, 0, 1], True), ([0, 0, 1, 1], False), ([0, 1, 1, 1], False), ([1, 1, 1, 1], False),
+                ([0, 0, 0, 1], True), ([0, 0, 1, 1], False)]
+    for env0, (frames, lost) in zip([2, 3, 3, 3, 0, 3], expected):
+        obs = np.ones((2, 4, 2, 2), np.uint8)
+        assert lives.step(np.array([env0, 3]), obs).tolist() == [lost, False]
+        assert obs[0, :, 0, 0].tolist() == frames and obs[1].all()
+    assert lives.step(np.array([2, 3])).tolist() == [True, False]  # without obs: only which envs lost one
+
+
+def test_life_loss_reset_needs_life_loss_terminals(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "--suite", "pong", "--life-loss-reset", "--out", str(tmp_path / "run")])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "mtdqn: error: --life-loss-reset needs life-loss terminals, which --protocol machado has not: "
+        "use --protocol atari100k or add --life-loss-terminal"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_drq_eps_preset_is_dopamines_gin_value_by_value():
@@ -209,14 +233,22 @@ def test_each_game_moves_as_far_per_update_with_4_games_as_alone():
 
 
 def test_a_drq_eps_run_records_its_protocol_everywhere(tmp_path):
-    """A real run of the preset at a tiny budget: 1,600 agent steps of warm-up, then one update per step."""
+    """A real run of the preset at a tiny budget: 1,600 agent steps of warm-up, then one update per step;
+    --life-loss-reset goes into the protocol recorded in the checkpoint and the evaluations, also one
+    under another protocol."""
     mtdqn("train", "--preset", "drq-eps", "--suite", "breakout", "--frames-per-game", 6_800, "--eval-episodes", 1,
-          "--out", tmp_path / "run", cwd=tmp_path)
+          "--life-loss-reset", "--out", tmp_path / "run", cwd=tmp_path)
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["protocol"] == "atari100k" and config["preset"] == "drq-eps"
     state = torch.load(tmp_path / "run" / "checkpoints" / "frames_000006800.pt", weights_only=True)
     assert state["protocol"]["name"] == "atari100k" and state["protocol"]["life_loss_terminal"]
+    assert state["protocol"]["life_loss_reset"] and config["life_loss_reset"]
     assert state["network"]["padding"] == "same" and state["network"]["init"] == "xavier"
     assert state["learner"]["updates"] == (6_800 - 6_400) // 4 - 1  # Dopamine: updates once add_count > 1,600
     report = json.loads(next(Path(tmp_path / "run" / "evals").glob("*/eval.json")).read_text())
     assert report["protocol"]["name"] == "atari100k" and report["protocol"]["noop_max"] == 30
+    assert report["protocol"]["life_loss_reset"]
+    mtdqn("evaluate", tmp_path / "run", "--protocol", "classic", "--episodes", 1, "--max-episode-frames", 400,
+          "--out", tmp_path / "classic", cwd=tmp_path)
+    report = json.loads((tmp_path / "classic" / "eval.json").read_text())  # the agent keeps its restarts
+    assert report["protocol"]["name"] == "classic" and report["protocol"]["life_loss_reset"]
