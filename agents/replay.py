@@ -126,11 +126,11 @@ class GameReplay:
         obs = self.frames[slots, e[:, None]]
         # frame k is kept only if no slot after it (up to t) starts an episode
         starts = self.first[slots, e[:, None]]
-        later_start = np.flip(np.cumsum(np.flip(starts[:, 1:], 1), 1), 1) > 0
+        cut = np.flip(np.cumsum(np.flip(starts[:, 1:], 1), 1), 1) > 0
         if self.terminal_ends_stack:  # ... and, here, no slot from it up to t-1 ended a life
             ends = self.terminated[slots[:, :-1], e[:, None]]
-            later_start |= np.flip(np.cumsum(np.flip(ends, 1), 1), 1) > 0
-        obs[:, :-1][later_start] = 0
+            cut |= np.flip(np.cumsum(np.flip(ends, 1), 1), 1) > 0
+        obs[:, :-1][cut] = 0
         return obs
 
     def transitions(self, t: np.ndarray, e: np.ndarray, game_id: int) -> Batch:
