@@ -296,7 +296,11 @@ class Trainer:
             self.stop_signal = signal.Signals(signum).name
             signal.signal(signum, previous[signum])
 
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # the old handlers are read before any is replaced: a Ctrl-C between the two installs must
+        # find them (found by CI: a signal right after the first install met an unbound `previous`)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, handler)
         return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
     # -- evaluation and checkpoints ---------------------------------------------------------------

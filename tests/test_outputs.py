@@ -95,6 +95,28 @@ TINY = ["--suite", "pong,breakout", "--frames-per-game", "800", "--learning-star
         "--log-interval", "400", "--conflict-interval", "0"]
 
 
+def test_a_signal_between_the_two_handler_installs_stops_the_loop(monkeypatch):
+    """SIGINT landing right after the loop's SIGINT handler is installed (before SIGTERM's) is caught:
+    the loop is told to stop and the caller's handler comes back (CI once met an unbound name here)."""
+    install, raised = signal.signal, []
+
+    def install_then_interrupt(sig, handler):
+        old = install(sig, handler)
+        if sig == signal.SIGINT and not raised:
+            raised.append(sig)
+            signal.raise_signal(signal.SIGINT)  # Python runs the handler before the next bytecode
+        return old
+
+    caller = signal.getsignal(signal.SIGINT)
+    trainer = Trainer.__new__(Trainer)
+    trainer.stop_signal = None
+    monkeypatch.setattr(signal, "signal", install_then_interrupt)
+    restore = Trainer._catch_signals(trainer)
+    monkeypatch.setattr(signal, "signal", install)
+    restore()
+    assert trainer.stop_signal == "SIGINT" and signal.getsignal(signal.SIGINT) is caller
+
+
 @pytest.mark.parametrize("when", [0.5, 2.0, 4.0, "started"])
 def test_ctrl_c_at_the_start_leaves_nothing_or_a_resumable_run(tmp_path, when):
     out = tmp_path / "run"
