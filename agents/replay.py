@@ -124,13 +124,12 @@ class GameReplay:
         offsets = np.arange(-(STACK - 1), 1)  # oldest .. newest
         slots = (t[:, None] + offsets[None, :]) % self.slots
         obs = self.frames[slots, e[:, None]]
-        # frame k is kept only if no slot after it (up to t) starts an episode
-        starts = self.first[slots, e[:, None]]
-        cut = np.flip(np.cumsum(np.flip(starts[:, 1:], 1), 1), 1) > 0
-        if self.terminal_ends_stack:  # ... and, here, no slot from it up to t-1 ended a life
-            ends = self.terminated[slots[:, :-1], e[:, None]]
-            cut |= np.flip(np.cumsum(np.flip(ends, 1), 1), 1) > 0
-        obs[:, :-1][cut] = 0
+        # column k of `breaks` marks a break just after frame k: slot k+1 starts an episode or, here,
+        # slot k ended a life; frame k is zeroed if any break lies at k or later
+        breaks = self.first[slots[:, 1:], e[:, None]]
+        if self.terminal_ends_stack:
+            breaks = breaks | self.terminated[slots[:, :-1], e[:, None]]
+        obs[:, :-1][np.flip(np.maximum.accumulate(np.flip(breaks, 1), 1), 1)] = 0
         return obs
 
     def transitions(self, t: np.ndarray, e: np.ndarray, game_id: int) -> Batch:
