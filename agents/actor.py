@@ -49,6 +49,9 @@ class Actor:
     def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
                  env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None,
                  life_loss_terminal: bool = False):
+        if protocol.life_loss_reset and not life_loss_terminal:  # else the replay would not restart its stacks
+            raise ValueError("life_loss_reset needs life_loss_terminal=True: the replay restarts a stack only "
+                             "after a terminated slot")
         self.games = games
         self.life_loss_terminal = life_loss_terminal
         self.life_loss_reset = protocol.life_loss_reset

@@ -16,10 +16,11 @@ With `terminal_ends_stack` (the protocol's `life_loss_reset`, where a lost life 
 and the game goes on) a stack also zeroes the frames at and before a terminated slot, so the learner
 sees the stack the actor acted on after a lost life.
 
-A window also stops before a slot whose successor is `first` without the episode having ended
-there: that slot's outcome was never stored (a run resumed from a checkpoint starts fresh
-episodes right after the last slot written before the save), so the window bootstraps from that
-slot's own state instead of running into the next episode.
+A window also stops before a slot whose successor is `first`. At an episode's end it has stopped
+earlier, at the done; the case left is a run resumed from a checkpoint, which starts fresh episodes
+right after the last slot written before the save, whose next frame was never stored. The window
+then bootstraps from that slot's own state instead of running into the next episode (if that slot
+ended its episode, its step is dropped too: fewer steps, the target still valid).
 """
 
 from __future__ import annotations

@@ -180,6 +180,13 @@ def test_a_lost_life_ends_the_td_target_but_not_the_game():
     assert seen[t + 1, 0, :3].any()  # frames from before the lost life are in the stack
 
 
+def test_life_loss_reset_without_life_loss_terminals_is_refused():
+    """The replay restarts a stack only after a terminated slot, so an actor that restarted its own
+    stacks at a lost life it does not report would act on stacks the learner never sees."""
+    with pytest.raises(ValueError, match="life_loss_reset needs life_loss_terminal=True"):
+        Actor(["breakout"], 1, replace(PROTOCOLS["machado"], life_loss_reset=True), seed=5)
+
+
 def test_life_loss_reset_restarts_the_stack_the_actor_and_the_learner_see():
     """--life-loss-reset on real Breakout: the same game as without it; after each lost life that does
     not end the game the actor acts on [0, 0, 0, f], then [0, 0, f, f'], then [0, f, f', f''], and the
