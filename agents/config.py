@@ -252,8 +252,10 @@ def check_life_loss(cfg: TrainConfig) -> None:
     from mtdqn.envs import PROTOCOLS
 
     if cfg.life_loss_reset and not (cfg.life_loss_terminal or PROTOCOLS[cfg.protocol].life_loss_terminal):
-        raise ConfigError(f"--life-loss-reset needs life-loss terminals, which --protocol {cfg.protocol} has not: "
-                          "use --protocol atari100k or add --life-loss-terminal")
+        preset = cfg.preset and preset_options(cfg.preset).get("life_loss_reset")
+        raise ConfigError(f"--life-loss-reset{f' (on in --preset {cfg.preset})' if preset else ''} needs life-loss "
+                          f"terminals, which --protocol {cfg.protocol} has not: use --protocol atari100k or add "
+                          "--life-loss-terminal" + (" or --no-life-loss-reset" if preset else ""))
 
 
 def check_multitask(cfg: TrainConfig) -> None:

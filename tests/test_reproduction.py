@@ -45,12 +45,16 @@ def test_lives_zero_the_frames_from_before_a_lost_life():
     assert lives.step(np.array([2, 3])).tolist() == [True, False]  # without obs: only which envs lost one
 
 
-def test_life_loss_reset_needs_life_loss_terminals(tmp_path, capsys):
+@pytest.mark.parametrize("args, error", [
+    (["--life-loss-reset"], "--life-loss-reset needs life-loss terminals, which --protocol machado has not: "
+                            "use --protocol atari100k or add --life-loss-terminal"),
+    (["--preset", "drq-eps", "--protocol", "machado"],
+     "--life-loss-reset (on in --preset drq-eps) needs life-loss terminals, which --protocol machado has not: "
+     "use --protocol atari100k or add --life-loss-terminal or --no-life-loss-reset")])
+def test_life_loss_reset_needs_life_loss_terminals(tmp_path, capsys, args, error):
     with pytest.raises(SystemExit) as e:
-        cli_main(["train", "--suite", "pong", "--life-loss-reset", "--out", str(tmp_path / "run")])
-    assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
-        "mtdqn: error: --life-loss-reset needs life-loss terminals, which --protocol machado has not: "
-        "use --protocol atari100k or add --life-loss-terminal"]
+        cli_main(["train", "--suite", "pong", *args, "--out", str(tmp_path / "run")])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [f"mtdqn: error: {error}"]
     assert not (tmp_path / "run").exists()
 
 
@@ -67,6 +71,7 @@ def test_drq_eps_preset_is_dopamines_gin_value_by_value():
     assert cfg.shift_per == "game"  # one crop offset per batch in the 2021 code of the published runs
     assert (cfg.padding, cfg.init, cfg.envs_per_game) == ("same", "xavier", 1)
     assert cfg.replay_size >= 100_000 + 1_000  # every step stays in replay, and an autoreset slot per episode
+    assert cfg.life_loss_reset  # Dopamine begins a new agent episode (a zeroed stack) at a lost life
 
 
 @pytest.fixture(scope="module")
@@ -234,10 +239,10 @@ def test_each_game_moves_as_far_per_update_with_4_games_as_alone():
 
 def test_a_drq_eps_run_records_its_protocol_everywhere(tmp_path):
     """A real run of the preset at a tiny budget: 1,600 agent steps of warm-up, then one update per step;
-    --life-loss-reset goes into the protocol recorded in the checkpoint and the evaluations, also one
+    its life_loss_reset goes into the protocol recorded in the checkpoint and the evaluations, also one
     under another protocol."""
     mtdqn("train", "--preset", "drq-eps", "--suite", "breakout", "--frames-per-game", 6_800, "--eval-episodes", 1,
-          "--life-loss-reset", "--out", tmp_path / "run", cwd=tmp_path)
+          "--out", tmp_path / "run", cwd=tmp_path)
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["protocol"] == "atari100k" and config["preset"] == "drq-eps"
     state = torch.load(tmp_path / "run" / "checkpoints" / "frames_000006800.pt", weights_only=True)
