@@ -109,6 +109,16 @@ def was_interrupted() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:  # a reader that stopped early (`mtdqn games | head`): no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own exit flush would fail too
+        sys.exit(1)
+
+
+def _main(argv: list[str] | None) -> None:
     import signal
     import threading
 

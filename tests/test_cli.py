@@ -34,6 +34,16 @@ def mtdqn(*args, cwd: Path, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`mtdqn --help | head -1`: the pipe is closed before mtdqn writes (its interpreter has not even
+    started), so every write fails with EPIPE; mtdqn stops quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "mtdqn.scripts", "--help"], cwd=tmp_path, env=source_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 1 and proc.stderr.read() == b""
+    proc.stderr.close()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
