@@ -39,21 +39,20 @@ def linear_epsilon(frames: np.ndarray, start: float, end: float, decay_frames: f
 class Actor:
     """Owns one ale-py `AtariVectorEnv` per game and each env's episode bookkeeping.
 
-    life_loss_terminal: a lost life is reported as `terminated` for the learner (its TD target stops
-    there), while the game, the frame stack and the episode's return go on. ale-py's own
+    With the protocol's life_loss_terminal a lost life is reported as `terminated` for the learner
+    (its TD target stops there), while the game, the frame stack and the episode's return go on. ale-py's own
     `episodic_life` restarts the game at a lost life instead, so the agent would only see first lives.
     With the protocol's `life_loss_reset` the frame stack restarts there too, as Dopamine's does: the
     actor acts on zeroed older frames, and the replay (`terminal_ends_stack`) stacks alike.
     """
 
     def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
-                 env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None,
-                 life_loss_terminal: bool = False):
-        if protocol.life_loss_reset and not life_loss_terminal:  # else the replay would not restart its stacks
+                 env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None):
+        if protocol.life_loss_reset and not protocol.life_loss_terminal:  # else the replay would not restart stacks
             raise ValueError("life_loss_reset needs life_loss_terminal=True: the replay restarts a stack only "
                              "after a terminated slot")
         self.games = games
-        self.life_loss_terminal = life_loss_terminal
+        self.life_loss_terminal = protocol.life_loss_terminal
         self.life_loss_reset = protocol.life_loss_reset
         self.envs_per_game = envs_per_game
         self.device = torch.device(device)

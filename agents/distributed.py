@@ -96,14 +96,13 @@ class ActorWorker:
     """One Ray actor: the local `Actor` over its games' envs and a CPU copy of the policy."""
 
     def __init__(self, games: list[str], heads: list[int], envs_per_game: int, protocol: dict,
-                 network_spec: dict, env_threads: int, precision: str = "fp32", life_loss_terminal: bool = False):
+                 network_spec: dict, env_threads: int, precision: str = "fp32"):
         torch.set_num_threads(1)  # one intra-op thread per process, beside the emulator threads
         self.games, self.heads, self.envs_per_game = games, heads, envs_per_game
         self.protocol = Protocol(**protocol)
         self.env_threads = env_threads or auto_env_threads(len(games), envs_per_game)
         self.network = MultiHeadQNetwork(**network_spec).requires_grad_(False)
         self.precision = precision
-        self.life_loss_terminal = life_loss_terminal
         self.policy = _Heads(self.network, heads)
         self.actor: Actor | None = None
         self.generation = -1
@@ -120,8 +119,7 @@ class ActorWorker:
         if fresh:
             if self.actor is not None:
                 self.actor.close()
-            self.actor = Actor(self.games, self.envs_per_game, self.protocol, seed, self.env_threads,
-                               life_loss_terminal=self.life_loss_terminal)
+            self.actor = Actor(self.games, self.envs_per_game, self.protocol, seed, self.env_threads)
             self.generation = generation
         epsilon = np.asarray(epsilon)[self.heads]
         recorded = {k: [] for k in STEP_ARRAYS}
@@ -226,7 +224,7 @@ class RayActors:
         worker = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(ActorWorker)
         spec = network_spec(cfg, games, self.action_counts)
         self.handles = [worker.remote([games[g] for g in own], own, cfg.envs_per_game, protocol.to_dict(),
-                                      spec, cfg.env_threads, cfg.precision, protocol.life_loss_terminal)
+                                      spec, cfg.env_threads, cfg.precision)
                         for own in self.placement]
         n = len(self.handles)
         self.inflight: dict = {}  # ObjectRef -> actor index

@@ -190,7 +190,7 @@ class Trainer:
         """Where transitions come from: every game's envs in this process (agents/distributed.py
         overrides this and `step` for Ray actors)."""
         return Actor(self.games, self.cfg.envs_per_game, self.protocol, self.cfg.seed, env_threads, self.cfg.device,
-                     env_seed=env_seed, life_loss_terminal=self.protocol.life_loss_terminal)
+                     env_seed=env_seed)
 
     def epsilon(self) -> np.ndarray:
         """Per-game epsilon: epsilon_start until learning starts, then linear decay (Dopamine's schedule)."""

@@ -152,7 +152,7 @@ def test_a_lost_life_ends_the_td_target_but_not_the_game():
     frame stack after a lost life still holds the frames before it (the game went on)."""
     runs = {}
     for life_loss in (False, True):
-        actor = Actor(["breakout"], 1, PROTOCOLS["machado"], seed=5, life_loss_terminal=life_loss)
+        actor = Actor(["breakout"], 1, replace(PROTOCOLS["machado"], life_loss_terminal=life_loss), seed=5)
         network = MultiHeadQNetwork(actor.action_counts)
         replay = GameReplay(2000, 1, n_step=3)
         seen, terminated, first, episodes = [], [], [], []
@@ -194,8 +194,8 @@ def test_life_loss_reset_restarts_the_stack_the_actor_and_the_learner_see():
     stays a transition start, terminated after one step."""
     runs = {}
     for reset in (False, True):
-        actor = Actor(["breakout"], 1, replace(PROTOCOLS["machado"], life_loss_reset=reset), seed=5,
-                      life_loss_terminal=True)
+        actor = Actor(["breakout"], 1, replace(PROTOCOLS["machado"], life_loss_terminal=True, life_loss_reset=reset),
+                      seed=5)
         network = MultiHeadQNetwork(actor.action_counts)
         replay = GameReplay(2000, 1, n_step=3, terminal_ends_stack=reset)
         seen, terminated, first = [], [], []
