@@ -49,6 +49,11 @@ def against(games: dict[str, dict], agent: str = "drq-eps") -> dict:
     protocols = sorted({r["protocol"].get("name", "?") for r in games.values()})
     if protocols != ["atari100k"]:
         notes.append(f"evaluated under protocol {', '.join(protocols)}: the published runs used atari100k")
+    no_restart = sorted(g for g, r in games.items()
+                        if r["protocol"].get("name") == "atari100k" and not r["protocol"].get("life_loss_reset"))
+    if no_restart:  # Dopamine's runner begins a new agent episode (a zeroed stack) at each lost life
+        notes.append(f"evaluated without the frame-stack restart at a lost life (--life-loss-reset), which the "
+                     f"published runs had: {', '.join(no_restart)}")
     budgets = {g: r.get("frames") for g, r in games.items()}
     if any(not f or not BUDGET_FRAMES <= f <= (1 + BUDGET_SLACK) * BUDGET_FRAMES for f in budgets.values()):
         notes.append("not every game was trained for 400,000 frames (100k agent steps), the published budget: "

@@ -30,7 +30,9 @@ class EvaluateArgs:
     epsilon: float = 0.001
     """Exploration rate while evaluating."""
     protocol: Literal["checkpoint", "machado", "classic"] = "checkpoint"
-    """Protocol to evaluate under; `checkpoint` uses the one the agent was trained with."""
+    """Protocol to evaluate under; `checkpoint` uses the one the agent was trained with. Another protocol
+    changes the emulator (sticky actions, no-op starts, episode cap) but keeps the agent's frame-stack
+    restart at a lost life, which belongs to how the agent was trained to see."""
     max_episode_frames: int | None = None
     """Override the protocol's episode cap in emulator frames (recorded in the report)."""
     video: bool = False

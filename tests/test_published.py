@@ -1,6 +1,7 @@
 """`mtdqn published`: evaluation reports against the published 100-run quartiles, checked by hand."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from mtdqn.envs.published import iqm_over_games, published_scores
 from test_cli import mtdqn
 
 
-def run(tmp_path, name, scores: dict[str, list[float]], frames: int = 400_000, protocol: str = "atari100k"):
-    """A run folder with one periodic evaluation per entry of `frames` (a list: a learning curve)."""
+def run(tmp_path, name, scores: dict[str, list[float]], frames: int = 400_000, protocol: str = "atari100k",
+        reset: bool = True):
+    """A run folder with one periodic evaluation per entry of `frames` (a list: a learning curve); `reset`:
+    the frame-stack restart at a lost life, as `--preset drq-eps` and the published runs have it."""
     for f in frames if isinstance(frames, list) else [frames]:
-        write_report(summarize({g: np.array(s) for g, s in scores.items()}, protocol=PROTOCOLS[protocol],
+        proto = replace(PROTOCOLS[protocol], life_loss_reset=reset and PROTOCOLS[protocol].life_loss_terminal)
+        write_report(summarize({g: np.array(s) for g, s in scores.items()}, protocol=proto,
                                epsilon=0.001, frames=dict.fromkeys(scores, f)), tmp_path / name / "evals" / f"frames_{f:09d}")
     return tmp_path / name
 
@@ -65,6 +69,10 @@ def test_off_protocol_or_budget_is_warned_and_unknown_or_repeated_games_refused(
         notes = against(gather([str(run(tmp_path, f"f{frames}", {"frostbite": [300.0]}, frames=frames))]))["warnings"]
         budget = f"not every game was trained for 400,000 frames (100k agent steps), the published budget: frostbite {frames:,}"
         assert notes == ([budget] if warned else [])
+    plain = run(tmp_path, "plain", {"gopher": [500.0], "amidar": [120.0]}, reset=False)
+    assert against(gather([str(plain)]))["warnings"] == [
+        "evaluated without the frame-stack restart at a lost life (--life-loss-reset), which the published runs "
+        "had: amidar, gopher"]
     with pytest.raises(CompareError, match="'space_invaders' has no published DrQ"):
         against(gather([str(run(tmp_path, "si", {"space_invaders": [0.0]}))]))
     with pytest.raises(CompareError, match="'frostbite' is evaluated in both"):
