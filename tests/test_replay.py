@@ -7,7 +7,7 @@ import pytest
 
 from mtdqn.agents.actor import Actor
 from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import GameReplay, TaskBalancedReplay
+from mtdqn.agents.replay import STACK, GameReplay, TaskBalancedReplay
 from mtdqn.envs import PROTOCOLS
 
 
@@ -224,6 +224,33 @@ def test_life_loss_reset_restarts_the_stack_the_actor_and_the_learner_see():
     np.testing.assert_array_equal(replay.stack(slots, np.zeros_like(slots)), seen)
     batch = replay.transitions(np.array(lost), np.zeros(len(lost), int), game_id=0)
     assert batch.terminated.all() and (batch.steps == 1).all() and not first[np.array(lost) + 1].any()
+
+
+def test_life_loss_reset_stacks_match_with_several_games_and_envs_after_the_buffer_wraps():
+    """As the runner stores them: two games x two envs under atari100k with the restart (no-op starts,
+    lost lives in both games), each game's replay a ring of 150 slots written 400 times. Every stack
+    the replay can still build is the one the actor acted on, lane by lane, across the wrap."""
+    games, envs, steps = ["breakout", "ms_pacman"], 2, 400
+    actor = Actor(games, envs, replace(PROTOCOLS["atari100k"], life_loss_reset=True), seed=3)
+    network = MultiHeadQNetwork(actor.action_counts)
+    replays = [GameReplay(150 * envs, envs, n_step=10, terminal_ends_stack=True) for _ in games]
+    seen, lost = [], 0
+    for _ in range(steps):
+        seen.append(actor.obs.copy())
+        actor.act(network, epsilon=np.ones(len(games) * envs))
+        s = actor.recv()
+        lost += int((s.terminated & ~s.first).sum())
+        for g, replay in enumerate(replays):
+            k = slice(g * envs, (g + 1) * envs)
+            replay.add(s.frame[k], s.action[k], s.reward[k], s.terminated[k], s.truncated[k], s.first[k])
+    actor.close()
+    seen = np.stack(seen)  # [steps, games * envs, 4, 84, 84]
+    assert lost >= 4 and replays[0].added == steps > replays[0].slots
+    for g, replay in enumerate(replays):
+        for lane in range(envs):
+            steps_kept = np.arange(steps - replay.slots + STACK, steps)
+            got = replay.stack(steps_kept % replay.slots, np.full(len(steps_kept), lane))
+            np.testing.assert_array_equal(got, seen[steps_kept, g * envs + lane])
 
 
 def test_a_window_stops_where_a_resumed_run_started_fresh_episodes():
