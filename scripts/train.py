@@ -21,9 +21,11 @@ from mtdqn.scripts.cli import UsageError, exit_interrupted, parse_options, was_i
 
 # where a run executes, not what it learns: a resume may change them (a checkpoint fits either backend)
 BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_period", "chunk_steps")
+# the machine's share of the work, not what is learned: a resume on another machine (or alone) may change it
+HOST_OPTIONS = ("threads", "env_threads")
 # a resumed run keeps its config; the budget may grow
 RESUME_FLAGS = {"--resume", "--frames-per-game", "--progress-interval",
-                *(f"--{o.replace('_', '-')}" for o in BACKEND_OPTIONS)}
+                *(f"--{o.replace('_', '-')}" for o in (*BACKEND_OPTIONS, *HOST_OPTIONS))}
 
 
 @dataclass
@@ -36,7 +38,7 @@ class TrainArgs(TrainConfig):
     latest return per game, ETA. Not part of the run's config."""
     resume: str | None = None
     """Continue the run in this folder from its newest intact checkpoint, with its saved config
-    (--frames-per-game may raise the budget)."""
+    (--frames-per-game may raise the budget; --threads, --env-threads and the backend may change)."""
 
 
 def _flags(argv: list[str]) -> set[str]:
@@ -60,7 +62,7 @@ def parse(argv: list[str]) -> TrainArgs:
         extra = sorted(_flags(argv) - RESUME_FLAGS)
         if extra:
             raise UsageError(f"--resume continues with the run's saved config; drop {', '.join(extra)} "
-                             "(only --frames-per-game and the backend options may change)")
+                             "(only --frames-per-game, --threads, --env-threads and the backend options may change)")
     if args.progress_interval < 0:
         raise UsageError(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
@@ -128,7 +130,7 @@ def main(argv: list[str]) -> None:
     if args.resume:
         run_dir = Path(args.resume)
         given = _flags(argv)
-        cfg = saved_config(run_dir, {name: getattr(args, name) for name in ("frames_per_game", *BACKEND_OPTIONS)
+        cfg = saved_config(run_dir, {name: getattr(args, name) for name in ("frames_per_game", *BACKEND_OPTIONS, *HOST_OPTIONS)
                                      if f"--{name.replace('_', '-')}" in given})
         path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
         done = min(state["frames"]) if state else 0

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mtdqn.agents import checkpoint
 from mtdqn.agents.config import TrainConfig
 from mtdqn.agents.runner import Trainer
+from mtdqn.scripts.train import parse, saved_config
 from test_cli import source_env
 
 SMALL = ["--suite", "pong,ms_pacman", "--envs-per-game", "1", "--learning-starts", "800", "--eval-interval", "0",
@@ -125,7 +127,18 @@ def test_resume_refuses_other_flags(finished_run, tmp_path):
     proc = start("--resume", finished_run, "--batch-size", "64", cwd=tmp_path)
     _, err = proc.communicate()
     assert proc.returncode == 2 and err.strip().splitlines() == [
-        "mtdqn: error: --resume continues with the run's saved config; drop --batch-size (only --frames-per-game and the backend options may change)"]
+        "mtdqn: error: --resume continues with the run's saved config; drop --batch-size (only --frames-per-game, --threads, --env-threads and the backend options may change)"]
+
+
+def test_resume_may_change_the_threads_and_nothing_it_learns(finished_run):
+    """Torch and env threads are the machine's share, not the agent's: a run resumed alone on 2 cores
+    may take both; the rest of the saved config stays."""
+    args = parse(["--resume", str(finished_run), "--threads", "2", "--env-threads", "1"])
+    saved = yaml.safe_load((finished_run / "config.yaml").read_text())
+    cfg = saved_config(finished_run, {"threads": args.threads, "env_threads": args.env_threads})
+    assert (cfg.threads, cfg.env_threads) == (2, 1) and saved["threads"] == 1
+    assert {k: v for k, v in cfg.to_dict().items() if k not in ("threads", "env_threads", "out")} == {
+        k: v for k, v in saved.items() if k not in ("threads", "env_threads", "out")}
 
 
 def test_sigint_checkpoints_and_exits_0_with_how_to_resume(tmp_path):
