@@ -130,7 +130,8 @@ def main(argv: list[str]) -> None:
     if args.resume:
         run_dir = Path(args.resume)
         given = _flags(argv)
-        cfg = saved_config(run_dir, {name: getattr(args, name) for name in ("frames_per_game", *BACKEND_OPTIONS, *HOST_OPTIONS)
+        changeable = ("frames_per_game", *BACKEND_OPTIONS, *HOST_OPTIONS)
+        cfg = saved_config(run_dir, {name: getattr(args, name) for name in changeable
                                      if f"--{name.replace('_', '-')}" in given})
         path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
         done = min(state["frames"]) if state else 0
