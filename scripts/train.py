@@ -24,8 +24,8 @@ BACKEND_OPTIONS = ("backend", "num_actors", "ray_address", "weight_publish_perio
 # the machine's share of the work, not what is learned: a resume on another machine (or alone) may change it
 HOST_OPTIONS = ("threads", "env_threads")
 # a resumed run keeps its config; the budget may grow
-RESUME_FLAGS = {"--resume", "--frames-per-game", "--progress-interval",
-                *(f"--{o.replace('_', '-')}" for o in (*BACKEND_OPTIONS, *HOST_OPTIONS))}
+RESUMABLE = ("frames_per_game", *BACKEND_OPTIONS, *HOST_OPTIONS)
+RESUME_FLAGS = {"--resume", "--progress-interval", *(f"--{o.replace('_', '-')}" for o in RESUMABLE)}
 
 
 @dataclass
@@ -130,8 +130,7 @@ def main(argv: list[str]) -> None:
     if args.resume:
         run_dir = Path(args.resume)
         given = _flags(argv)
-        changeable = ("frames_per_game", *BACKEND_OPTIONS, *HOST_OPTIONS)
-        cfg = saved_config(run_dir, {name: getattr(args, name) for name in changeable
+        cfg = saved_config(run_dir, {name: getattr(args, name) for name in RESUMABLE
                                      if f"--{name.replace('_', '-')}" in given})
         path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
         done = min(state["frames"]) if state else 0
