@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtdqn.agents import checkpoint
+from mtdqn.agents.core import checkpoint
 from mtdqn.envs import Protocol, make_env
 from mtdqn.scripts.evaluate import load_network
 

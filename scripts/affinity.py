@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from mtdqn.agents import conflict
+from mtdqn.agents.multitask import conflict
 from mtdqn.scripts.cli import UsageError, parse_options
 
 

@@ -16,9 +16,10 @@ from typing import Literal
 import torch
 import yaml
 
-from mtdqn.agents import checkpoint
-from mtdqn.agents.baseline import BaselineSettings
-from mtdqn.agents.config import ConfigError, check_device
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.bench.baseline import BaselineSettings
+from mtdqn.agents.training.config import ConfigError
+from mtdqn.agents.training.validate import check_device
 from mtdqn.envs import PROTOCOLS, check_game
 from mtdqn.scripts.cli import UsageError, parse_options
 
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"--learning-rate must be > 0, got {args.learning_rate}")
     try:
         check_device(args.device)
-        from mtdqn.agents.benchmark import sb3_train_freq
+        from mtdqn.agents.bench.benchmark import sb3_train_freq
 
         sb3_train_freq(args.train_frequency, args.envs)
     except (ConfigError, ValueError) as e:
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> None:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run_dir / "command.txt").write_text(shlex.join(["mtdqn", "baseline", *argv]) + "\n")
     report = train_and_evaluate(args, run_dir)
-    from mtdqn.agents.evaluation import markdown_table
+    from mtdqn.agents.core.evaluation import markdown_table
 
     print(markdown_table(report))
 
@@ -93,10 +94,10 @@ def main(argv: list[str]) -> None:
 def train_and_evaluate(args: BaselineArgs, run_dir: Path) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from mtdqn.agents import baseline
-    from mtdqn.agents.evaluation import run_episodes, summarize, write_report
-    from mtdqn.agents.runner import auto_env_threads, library_versions
-    from mtdqn.agents.tracking import Tracker
+    from mtdqn.agents.bench import baseline
+    from mtdqn.agents.core.evaluation import run_episodes, summarize, write_report
+    from mtdqn.agents.training.build import auto_env_threads, library_versions
+    from mtdqn.agents.core.tracking import Tracker
     from mtdqn.envs import FRAMESKIP, num_actions
     from mtdqn.envs.sb3 import make_sb3_env
 

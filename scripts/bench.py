@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from mtdqn.agents.benchmark import BenchOptions
+from mtdqn.agents.bench.benchmark import BenchOptions
 from mtdqn.scripts.cli import UsageError, parse_options
 
 
@@ -115,8 +115,8 @@ def faster_precision(by_precision: dict) -> str:
 
 
 def validate(args: BenchArgs) -> None:
-    from mtdqn.agents.benchmark import sb3_train_freq
-    from mtdqn.agents.config import TrainConfig
+    from mtdqn.agents.bench.benchmark import sb3_train_freq
+    from mtdqn.agents.training.config import TrainConfig
     from mtdqn.envs import check_game, resolve_games
 
     for name in ("envs_per_game", "scale_envs", "threads"):
@@ -150,15 +150,16 @@ def main(argv: list[str]) -> None:
                          "Measure acting, training and scaling throughput and replay memory against their references.")
     validate(args)
     if args.backend == "ray":
-        from mtdqn.agents.config import ConfigError, check_ray
+        from mtdqn.agents.training.config import ConfigError
+        from mtdqn.agents.training.validate import check_ray
 
         try:
             check_ray(None)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        from mtdqn.agents import ray_bench as benchmark
+        from mtdqn.agents.bench import ray_bench as benchmark
     else:
-        from mtdqn.agents import benchmark
+        from mtdqn.agents.bench import benchmark
     table = benchmark.markdown_table if args.backend == "ray" else markdown_table
 
     out = Path(args.out or f"runs/bench/{time.strftime('%Y%m%d-%H%M%S')}-{'quick' if args.quick else 'full'}"

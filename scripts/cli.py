@@ -69,7 +69,7 @@ def integral_numbers(cls, argv: list[str]) -> list[str]:
     (tyro's int() would refuse it); anything else is left for the parser to judge."""
     import typing
 
-    from mtdqn.agents.config import number_kind, parse_number
+    from mtdqn.agents.training.config import number_kind, parse_number
 
     flags = {f"--{name.replace('_', '-')}" for name, hint in typing.get_type_hints(cls).items()
              if number_kind(hint) == "int"}
@@ -147,8 +147,8 @@ def _main(argv: list[str] | None) -> None:
 
 # raised for bad input by modules that may not be loaded: importing one only to catch its error
 # would load torch or ale-py before the arguments are even parsed
-USER_ERRORS = (("mtdqn.envs.games", "GameError"), ("mtdqn.agents.checkpoint", "CheckpointError"),
-               ("mtdqn.agents.grouping", "GroupsError"))
+USER_ERRORS = (("mtdqn.envs.games", "GameError"), ("mtdqn.agents.core.checkpoint", "CheckpointError"),
+               ("mtdqn.agents.multitask.sharing", "GroupsError"))
 
 
 def _user_errors() -> tuple[type, ...]:

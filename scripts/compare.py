@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
-    from mtdqn.agents.compare import CompareError, compare, load_merged, markdown, pool, write  # ale-py: after parsing
+    from mtdqn.agents.studies.compare import CompareError, compare, load_merged, markdown, pool, write  # ale-py: after parsing
 
     try:
         runs = [load_merged(path, label) for path, label in zip(args.runs, labels)]
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
 
 
 def _log_to_wandb(result: dict, paths: dict, out: Path, project: str) -> None:
-    from mtdqn.agents.tracking import Tracker
+    from mtdqn.agents.core.tracking import Tracker
 
     tracker = Tracker.start(out, {"runs": result["runs"], "reference": result["reference"]}, track=True,
                             project=project, entity=None, group=None, job_type="compare")

@@ -11,10 +11,11 @@ from typing import Literal
 import torch
 import tyro
 
-from mtdqn.agents import checkpoint
-from mtdqn.agents.config import ConfigError, check_device
-from mtdqn.agents.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.training.config import ConfigError
+from mtdqn.agents.training.validate import check_device
+from mtdqn.agents.core.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
+from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.envs import PROTOCOLS, Protocol, check_game
 from mtdqn.scripts.cli import UsageError, parse_options
 

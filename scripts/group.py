@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from mtdqn.agents.grouping import (best_partition, group_score, groups_string, partition_cost, partition_score,
-                             read_affinity)
+from mtdqn.agents.multitask.grouping import (best_partition, group_score, partition_cost, partition_score,
+                                            read_affinity)
+from mtdqn.agents.multitask.sharing import groups_string
 from mtdqn.scripts.cli import UsageError, parse_options
 
 
@@ -40,9 +41,9 @@ def update_ms(num_games: int, batch_size: int, repeats: int = 5) -> float:
     import numpy as np
     import torch
 
-    from mtdqn.agents.learner import DQNLearner
-    from mtdqn.agents.network import MultiHeadQNetwork
-    from mtdqn.agents.replay import Batch
+    from mtdqn.agents.core.learner import DQNLearner
+    from mtdqn.agents.core.network import MultiHeadQNetwork
+    from mtdqn.agents.core.replay import Batch
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -29,8 +29,8 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
-    from mtdqn.agents.compare import CompareError
-    from mtdqn.agents.reproduction import against, gather, markdown, write
+    from mtdqn.agents.studies.compare import CompareError
+    from mtdqn.agents.studies.reproduction import against, gather, markdown, write
 
     try:
         games = gather(args.runs)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import tyro
 
-from mtdqn.agents import checkpoint, structure
-from mtdqn.agents.grouping import groups_string
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.multitask import structure
+from mtdqn.agents.multitask.sharing import groups_string
 from mtdqn.scripts.affinity import matrix_table
 from mtdqn.scripts.cli import UsageError, parse_options
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from mtdqn.agents.config import ConfigError, TrainConfig, from_yaml, preset_options, validate
+from mtdqn.agents.training.config import ConfigError, TrainConfig, from_yaml, preset_options
+from mtdqn.agents.training.validate import validate
 from mtdqn.scripts.cli import UsageError, exit_interrupted, parse_options, was_interrupted
 
 # torch and ale-py load only after the arguments parse: `-h` and a typo answer at once
@@ -111,7 +112,7 @@ def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
     """Ctrl-C before the loop took over signals: what a new run wrote before its first checkpoint is
     removed (it would only block its --out; an empty folder given as --out stays), anything else is
     left resumable. One line, exit code 130, no traceback."""
-    from mtdqn.agents import checkpoint
+    from mtdqn.agents.core import checkpoint
 
     if owned and checkpoint.latest(run_dir) is None:
         for item in list(run_dir.iterdir()) if run_dir.is_dir() else []:
@@ -124,7 +125,7 @@ def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    from mtdqn.agents import checkpoint
+    from mtdqn.agents.core import checkpoint
     from mtdqn.envs import resolve_games
 
     if args.resume:
@@ -158,12 +159,12 @@ def main(argv: list[str]) -> None:
 
 
 def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]) -> None:
-    from mtdqn.agents.runner import Trainer, TrainingStopped
+    from mtdqn.agents.training.runner import Trainer, TrainingStopped
 
     trainer_class = Trainer
     if cfg.backend == "ray":  # join or start Ray now: an unreachable cluster fails before the folder exists
-        from mtdqn.agents.distributed import RayTrainer as trainer_class
-        from mtdqn.agents.distributed import connect
+        from mtdqn.agents.distributed.ray_trainer import RayTrainer as trainer_class
+        from mtdqn.agents.distributed.ray_trainer import connect
 
         try:
             connect(cfg.ray_address, cfg.num_actors)
@@ -177,7 +178,7 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
     with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
         f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
 
-    from mtdqn.agents.tracking import Tracker
+    from mtdqn.agents.core.tracking import Tracker
 
     tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
                             entity=cfg.wandb_entity, group=cfg.wandb_group,
@@ -194,7 +195,7 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
         print(f"stopped by {result['interrupted']}: checkpoint {result['checkpoint']}\n"
               f"resume with: mtdqn train --resume {run_dir}", file=sys.stderr)
         return
-    from mtdqn.agents.evaluation import markdown_table
+    from mtdqn.agents.core.evaluation import markdown_table
 
     print(markdown_table(result["report"]))
     print(f"run folder: {run_dir}\nfinal checkpoint: {result['checkpoint']}\n"

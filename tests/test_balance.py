@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents.balance import pcgrad, popart_statistics
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.multitask.balance import pcgrad, popart_statistics
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
 from test_learner import batch
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from mtdqn.agents import baseline
+from mtdqn.agents.bench import baseline
 from mtdqn.envs import PROTOCOLS
 from mtdqn.envs.sb3 import make_sb3_env
 from test_cli import mtdqn

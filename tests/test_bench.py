@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents import benchmark
-from mtdqn.agents.update_cost import HARD, LEARNED, PRUNED
+from mtdqn.agents.bench import benchmark
+from mtdqn.agents.bench.update_cost import HARD, LEARNED, PRUNED
 from mtdqn.envs import PROTOCOLS, make_env
 from mtdqn.envs.sb3 import AtariVecEnv, make_sb3_env
 from mtdqn.scripts import bench
@@ -164,7 +164,7 @@ def test_update_cost_rows_count_what_each_variant_computes(result):
     the 32 successor stacks fewer FLOPs. Four games cost about 4 one-game updates."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mtdqn.agents.network import MultiHeadQNetwork
+    from mtdqn.agents.core.network import MultiHeadQNetwork
 
     rows = {r["variant"]: r for r in result["update_cost"]}
     assert list(rows) == list(TINY.cost_variants)

@@ -6,8 +6,8 @@ import pickle
 import pytest
 import torch
 
-from mtdqn.agents import checkpoint
-from mtdqn.agents.checkpoint import CheckpointError
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.core.checkpoint import CheckpointError
 
 
 def test_round_trip_keeps_tensors_and_plain_data(tmp_path):

@@ -177,7 +177,7 @@ def test_out_that_is_a_file_is_refused(tmp_path):
 def test_a_checkpoint_of_another_architecture_is_refused(run, tmp_path):
     import torch
 
-    from mtdqn.agents import checkpoint
+    from mtdqn.agents.core import checkpoint
 
     state = checkpoint.load(sorted((run / "checkpoints").glob("*.pt"))[-1])
     state["action_counts"] = [7, 3]  # heads of other sizes than the saved weights

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from mtdqn.agents.compare import CompareError, compare, load, load_merged, pool
-from mtdqn.agents.evaluation import summarize, write_report
+from mtdqn.agents.studies.compare import CompareError, compare, load, load_merged, pool
+from mtdqn.agents.core.evaluation import summarize, write_report
 from mtdqn.envs import PROTOCOLS, reference_scores
 from test_cli import mtdqn
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents import conflict
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import TaskBalancedReplay
+from mtdqn.agents.multitask import conflict
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import TaskBalancedReplay
 
 
 def two_task_learner(rewards: list[list[float]], torso_of=(0, 0)):

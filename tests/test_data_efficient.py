@@ -6,11 +6,11 @@ import pytest
 import torch
 import yaml
 
-from mtdqn.agents.augment import random_shift, shift
-from mtdqn.agents.config import TrainConfig, preset_options, presets
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import Batch
+from mtdqn.agents.core.augment import random_shift, shift
+from mtdqn.agents.training.config import TrainConfig, preset_options, presets
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import Batch
 from mtdqn.scripts.train import parse
 from test_cli import mtdqn, one_line_error
 
@@ -62,7 +62,7 @@ def test_the_learner_shifts_states_and_successors_independently(monkeypatch, shi
     """With random_shift on, the online net sees shifted obs; the n-step successors are shifted by other
     offsets; with shift_per=game the draws are grouped by the stacks' games."""
     seen = []
-    monkeypatch.setattr("mtdqn.agents.augment.random_shift",
+    monkeypatch.setattr("mtdqn.agents.core.augment.random_shift",
                         lambda x, pad, groups=None: seen.append((pad, x.clone(), groups)) or x.flip(-1))
     net = MultiHeadQNetwork([3, 2])
     learner = DQNLearner(net, random_shift=4, shift_per=shift_per)

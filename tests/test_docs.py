@@ -52,7 +52,7 @@ def test_every_shown_command_parses_as_written(page, argv):
     command, rest = argv[0], argv[1:]
     assert command in COMMANDS, f"{page}: unknown command {command!r}"
     if command == "train":
-        from mtdqn.agents.config import validate
+        from mtdqn.agents.training.validate import validate
         from mtdqn.scripts.train import parse
 
         if "--groups" in rest:  # a groups file that an earlier shown command writes: one group of the suite

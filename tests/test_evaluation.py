@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents.evaluation import run_episodes, summarize, write_report
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.core.evaluation import run_episodes, summarize, write_report
+from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.envs import PROTOCOLS, hns, make_env
 
 SHORT = replace(PROTOCOLS["machado"], max_frames_per_episode=1200)
@@ -84,7 +84,7 @@ def test_colour_env_replays_the_same_emulation_as_the_grayscale_one():
 
 
 def test_learning_curves_follow_the_periodic_evaluations(tmp_path):
-    from mtdqn.agents.evaluation import learning_curves, plot_learning_curves
+    from mtdqn.agents.core.evaluation import learning_curves, plot_learning_curves
     from mtdqn.envs import reference_scores
 
     def at_hns(game, value):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents import checkpoint
-from mtdqn.agents.config import TrainConfig
-from mtdqn.agents.learner import DQNLearner, NonFiniteError
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import Batch
-from mtdqn.agents.runner import Trainer, TrainingStopped
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.core.learner import DQNLearner, NonFiniteError
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import Batch
+from mtdqn.agents.training.runner import Trainer, TrainingStopped
 
 import wandb_records
 

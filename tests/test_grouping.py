@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from mtdqn.agents import grouping
-from mtdqn.agents.grouping import GroupsError, best_partition, parse_groups, partition_score, read_affinity
+from mtdqn.agents.multitask import grouping
+from mtdqn.agents.multitask.grouping import best_partition, partition_score, read_affinity
+from mtdqn.agents.multitask.sharing import GroupsError, groups_string, parse_groups
 
 # a and b help each other, c and d help each other, across the pairs they hurt
 PAIRS = np.array([
@@ -64,7 +65,7 @@ def test_groups_strings_and_files(tmp_path):
     file = tmp_path / "groups.txt"
     file.write_text("# written by mtdqn group\npong,qbert;breakout,frostbite\n")
     assert parse_groups(str(file), games) == [0, 1, 0, 1]
-    assert grouping.groups_string([["pong", "qbert"], ["breakout"]]) == "pong,qbert;breakout"
+    assert groups_string([["pong", "qbert"], ["breakout"]]) == "pong,qbert;breakout"
     for spec, message in (("pong,breakout;qbert", "leaves out frostbite"), ("pong;pong,breakout;qbert,frostbite",
                           "two groups"), ("pong,alien;breakout,qbert,frostbite", "'alien', which is not in")):
         with pytest.raises(GroupsError, match=message):

@@ -6,9 +6,9 @@ from unittest import mock
 import pytest
 import torch
 
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import (GATE_INIT, MultiHeadQNetwork, hard_gate, sharing_cost, sparsity_cost,
-                                  straight_through_gate)
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.multitask.gates import GATE_INIT, hard_gate, sharing_cost, sparsity_cost, straight_through_gate
 from test_learner import batch
 
 
@@ -162,7 +162,7 @@ def test_torso_width_multiplies_every_layer():
 
 
 def test_layers_can_have_widths_of_their_own_and_the_checkpoint_rebuilds_them(tmp_path):
-    from mtdqn.agents import checkpoint
+    from mtdqn.agents.core import checkpoint
 
     net = MultiHeadQNetwork([3, 2], gated=True, width=(0.25, 0.25, 0.25, 1 / 64))
     assert net.torsos[0].channels == (8, 16, 16, 8) and net.heads.in_features == 8
@@ -199,9 +199,9 @@ def test_ray_actors_act_with_the_learners_gates():
     """An actor rebuilds the gated network from network_spec and acts with the learner's hard gates."""
     import numpy as np
 
-    from mtdqn.agents.config import TrainConfig
-    from mtdqn.agents.distributed import ActorWorker
-    from mtdqn.agents.runner import build_learner
+    from mtdqn.agents.training.config import TrainConfig
+    from mtdqn.agents.distributed.ray_trainer import ActorWorker
+    from mtdqn.agents.training.build import build_learner
     from mtdqn.envs import PROTOCOLS
 
     cfg = TrainConfig(suite="pong,breakout", sharing="learned", torso_width=0.5)
@@ -223,7 +223,8 @@ def test_ray_actors_act_with_the_learners_gates():
     ("gate_sparsity", -1.0, "--gate-sparsity must be >= 0"), ("gate_freeze_frames", -5, "--gate-freeze-frames must be >= 0"),
 ])
 def test_bad_gate_options_are_refused(field, value, message):
-    from mtdqn.agents.config import ConfigError, TrainConfig, validate
+    from mtdqn.agents.training.config import ConfigError, TrainConfig
+    from mtdqn.agents.training.validate import validate
 
     with pytest.raises(ConfigError, match=message):
         validate(TrainConfig(suite="pong", sharing="learned", **{field: value}))
@@ -233,7 +234,7 @@ def test_conflict_measurements_see_the_hard_gates():
     """TAG's losses before and after a lookahead step compare one structure, not two gate samples."""
     import numpy as np
 
-    from mtdqn.agents import conflict
+    from mtdqn.agents.multitask import conflict
     from test_conflict import two_task_learner
 
     learner, b = two_task_learner([[1.0, -1.0], [1.0, -1.0]])
@@ -273,7 +274,7 @@ def test_after_the_freeze_channels_no_game_keeps_are_not_computed(padding):
 def test_a_frozen_half_pruned_update_costs_a_fraction_of_the_flops_and_layer_norm_is_not_pruned():
     """Every game keeping the same half of each layer: conv2, conv3 and the dense layer compute a quarter
     of their products (half the inputs, half the outputs), conv1 half; the heads read all 512 (zeros)."""
-    from mtdqn.agents.update_cost import VARIANTS, build, flops, random_batch
+    from mtdqn.agents.bench.update_cost import VARIANTS, build, flops, random_batch
 
     b = random_batch(4)
     hard = flops(build(VARIANTS["4 games, hard sharing (Nature torso, target network)"]), b)

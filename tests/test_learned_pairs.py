@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents import structure
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import TaskBalancedReplay
+from mtdqn.agents.multitask import structure
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import TaskBalancedReplay
 
 K, ACTIONS, UPDATES, BATCH = 8, 8, 1000, 64
 WIDTH = (0.25, 0.25, 0.25, 1 / 64)  # channels 8, 16, 16 and 8 dense units

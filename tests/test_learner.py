@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import Batch, TaskBalancedReplay
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import Batch, TaskBalancedReplay
 
 
 PRECISIONS = ["fp32", "bf16"]

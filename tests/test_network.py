@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.envs import PROTOCOLS, num_actions
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mtdqn.agents.compare import load
-from mtdqn.agents.config import TrainConfig
-from mtdqn.agents.runner import Trainer
+from mtdqn.agents.studies.compare import load
+from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.runner import Trainer
 from test_cli import mtdqn, one_line_error, source_env
 
 EVAL = ["--episodes", "1", "--max-episode-frames", "200"]

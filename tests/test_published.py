@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mtdqn.agents.compare import CompareError
-from mtdqn.agents.evaluation import summarize, write_report
-from mtdqn.agents.reproduction import against, gather
+from mtdqn.agents.studies.compare import CompareError
+from mtdqn.agents.core.evaluation import summarize, write_report
+from mtdqn.agents.studies.reproduction import against, gather
 from mtdqn.envs import PROTOCOLS, hns
 from mtdqn.envs.published import iqm_over_games, published_scores
 from test_cli import mtdqn

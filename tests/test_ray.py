@@ -13,12 +13,13 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from mtdqn.agents import benchmark, checkpoint  # noqa: E402
-from mtdqn.agents.actor import Actor  # noqa: E402
-from mtdqn.agents.config import TrainConfig  # noqa: E402
-from mtdqn.agents.distributed import ActorWorker, RayTrainer, _Lane, connect, flush, placement  # noqa: E402
-from mtdqn.agents.replay import TaskBalancedReplay  # noqa: E402
-from mtdqn.agents.runner import Trainer  # noqa: E402
+from mtdqn.agents.bench import benchmark  # noqa: E402
+from mtdqn.agents.core import checkpoint  # noqa: E402
+from mtdqn.agents.core.actor import Actor  # noqa: E402
+from mtdqn.agents.training.config import TrainConfig  # noqa: E402
+from mtdqn.agents.distributed.ray_trainer import ActorWorker, RayTrainer, _Lane, connect, flush, placement  # noqa: E402
+from mtdqn.agents.core.replay import TaskBalancedReplay  # noqa: E402
+from mtdqn.agents.training.runner import Trainer  # noqa: E402
 from mtdqn.envs import FRAMESKIP, PROTOCOLS  # noqa: E402
 from mtdqn.scripts import bench  # noqa: E402
 from mtdqn.scripts.cli import main as cli_main  # noqa: E402
@@ -52,7 +53,7 @@ def test_placement_rule():
 @pytest.mark.parametrize("sharing", ["separate", "grouped"])
 def test_actors_act_with_the_learners_sharing_mode(sharing):
     """An actor builds the learner's architecture (torsos per game or group) and acts on its weights."""
-    from mtdqn.agents.runner import build_learner
+    from mtdqn.agents.training.build import build_learner
 
     cfg = TrainConfig(suite="pong,breakout", sharing=sharing, groups="breakout;pong" if sharing == "grouped" else None)
     learner = build_learner(cfg, ["pong", "breakout"], [6, 4])

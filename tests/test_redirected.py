@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from mtdqn.agents.config import TrainConfig
-from mtdqn.agents.evaluation import game_done_line, learning_curve_figure, plot_learning_curves
-from mtdqn.agents.runner import progress_line
+from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.core.evaluation import game_done_line, learning_curve_figure, plot_learning_curves
+from mtdqn.agents.training.progress import progress_line
 from mtdqn.scripts.train import warn_if_cannot_learn
 from test_cli import mtdqn
 

@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mtdqn.agents.actor import Actor
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import STACK, GameReplay, TaskBalancedReplay
+from mtdqn.agents.core.actor import Actor
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import STACK, GameReplay, TaskBalancedReplay
 from mtdqn.envs import PROTOCOLS
 
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 import yaml
 
-from mtdqn.agents.augment import intensity
-from mtdqn.agents.config import TrainConfig, preset_options
-from mtdqn.agents.learner import DQNLearner, autocast
-from mtdqn.agents.network import MultiHeadQNetwork, NatureTorso
-from mtdqn.agents.replay import TaskBalancedReplay
-from mtdqn.agents.runner import Trainer
+from mtdqn.agents.core.augment import intensity
+from mtdqn.agents.training.config import TrainConfig, preset_options
+from mtdqn.agents.core.learner import DQNLearner, autocast
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.torso import NatureTorso
+from mtdqn.agents.core.replay import TaskBalancedReplay
+from mtdqn.agents.training.runner import Trainer
 from mtdqn.envs import PROTOCOLS, Lives
 from mtdqn.scripts.cli import main as cli_main
 from test_cli import mtdqn

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from mtdqn.agents import checkpoint
-from mtdqn.agents.config import TrainConfig
-from mtdqn.agents.runner import Trainer
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.runner import Trainer
 from mtdqn.scripts.train import parse, saved_config
 from test_cli import source_env
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.core.network import MultiHeadQNetwork
 
 
 def obs(n=6, seed=0):

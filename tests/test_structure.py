@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents import checkpoint, structure
-from mtdqn.agents.config import TrainConfig, validate
-from mtdqn.agents.grouping import parse_groups
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.runner import network_spec
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.multitask import structure
+from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.validate import validate
+from mtdqn.agents.multitask.sharing import parse_groups
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.training.build import network_spec
 from test_cli import mtdqn
 
 GAMES = ["pong", "breakout", "qbert"]

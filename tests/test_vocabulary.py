@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from mtdqn.agents.compare import compare, load, markdown
-from mtdqn.agents.config import parse_number
+from mtdqn.agents.studies.compare import compare, load, markdown
+from mtdqn.agents.training.config import parse_number
 from mtdqn.scripts.bench import faster_precision
 from mtdqn.scripts.train import parse
 from test_cli import mtdqn, one_line_error, source_env
@@ -88,7 +88,7 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-heavy = sorted(m for m in ("torch", "ale_py", "mtdqn.envs", "mtdqn.agents.compare") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "ale_py", "mtdqn.envs", "mtdqn.agents.studies.compare") if m in sys.modules)
 print("EXIT", code, "HEAVY", heavy, file=sys.stderr)
 """
 

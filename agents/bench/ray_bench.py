@@ -1,10 +1,10 @@
 """`mtdqn bench --backend ray`: acting throughput of the local loop next to 1 and 2 Ray actors.
 
-All three run in this process's Ray instance at once and take turns in blocks (agents/benchmark.py's
+All three run in this process's Ray instance at once and take turns in blocks (timing.py's
 scheme), so load drifts hit each alike. No learning: this measures how fast transitions reach the
 learner's replay. A Ray side's block asks every actor for chunks until it has received the
 block's agent steps, then waits for the chunks still in flight, so no step is timed in a block
-other than its own. Each Ray actor steps `envs_per_game` envs of its games (agents/distributed.py),
+other than its own. Each Ray actor steps `envs_per_game` envs of its games (distributed/ray_trainer.py),
 so 2 actors step twice the envs of 1.
 """
 
@@ -14,8 +14,9 @@ import os
 import time
 from dataclasses import replace
 
-from mtdqn.agents.benchmark import BenchOptions, Rate, Sizes, _blocks, _iterations, _loop, build_trainer, merge, settings
-from mtdqn.agents.distributed import RayTrainer, connect
+from mtdqn.agents.bench.benchmark import BenchOptions, Sizes, settings
+from mtdqn.agents.bench.timing import Rate, build_trainer, iterations_for, loop, merge, split_blocks
+from mtdqn.agents.distributed.ray_trainer import RayTrainer, connect
 from mtdqn.envs import resolve_games
 
 ACTOR_COUNTS = (1, 2)
@@ -34,7 +35,7 @@ def _ray_block(trainer: RayTrainer, steps: int) -> Rate:
 
 def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message: None) -> dict:
     """Local acting and Ray acting with each of ACTOR_COUNTS, alternating blocks; the JSON `mtdqn bench` writes."""
-    from mtdqn.agents import benchmark
+    from mtdqn.agents.bench import benchmark
 
     sizes = sizes or (benchmark.QUICK if opts.quick else Sizes())
     start = time.perf_counter()
@@ -47,14 +48,14 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
         for n in ACTOR_COUNTS:
             progress(f"starting {n} Ray actor(s) for {len(games)} games x {opts.envs_per_game} envs")
             rays[n] = RayTrainer(replace(local.cfg, backend="ray", num_actors=n), local.run_dir)
-        iterations = _iterations(sizes.acting_steps, len(games) * opts.envs_per_game)
-        _loop(local, 10)  # warm-up, untimed: first forward passes, first chunks
+        iterations = iterations_for(sizes.acting_steps, len(games) * opts.envs_per_game)
+        loop(local, 10)  # warm-up, untimed: first forward passes, first chunks
         for t in rays.values():
             _ray_block(t, 1)
         parts = {"local": [], **{n: [] for n in rays}}
         progress(f"acting: local loop and {', '.join(map(str, rays))} Ray actor(s), {sizes.acting_steps} steps each")
-        for block in _blocks(iterations):
-            parts["local"].append(_loop(local, block))
+        for block in split_blocks(iterations):
+            parts["local"].append(loop(local, block))
             for n, t in rays.items():
                 parts[n].append(_ray_block(t, block * len(games) * opts.envs_per_game))
     finally:

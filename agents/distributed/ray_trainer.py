@@ -3,7 +3,7 @@
 Placement: with fewer actors than games, every actor steps `envs_per_game` envs of every game, so
 the games stay balanced; otherwise actor i steps `envs_per_game` envs of game i mod games. Game
 g's replay has one lane per env of every actor stepping it, in actor order, so frame stacks and
-n-step windows never mix envs. One game's lanes advance in lockstep (agents/replay.py): steps wait
+n-step windows never mix envs. One game's lanes advance in lockstep (core/replay.py): steps wait
 here until every actor stepping the game has sent them.
 
 Each actor has one request in flight: "step `chunk_steps` times with this epsilon (and these
@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mtdqn.agents.actor import Actor
-from mtdqn.agents.config import ConfigError, TrainConfig
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import GameReplay
-from mtdqn.agents.runner import Trainer, auto_env_threads, network_spec
+from mtdqn.agents.core.actor import Actor
+from mtdqn.agents.training.config import ConfigError, TrainConfig
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import GameReplay
+from mtdqn.agents.training.build import auto_env_threads, network_spec
+from mtdqn.agents.training.runner import Trainer
 from mtdqn.envs import FRAMESKIP, Protocol, num_actions
 
 MAX_RESTARTS = 100  # per actor: Ray restarts a dead actor this often
@@ -165,7 +166,7 @@ class _Lane:
 
     def cut(self) -> None:
         """The actor was lost: its running episodes end at the newest step, truncated, followed by the
-        frame that came after it (the slot layout of any episode end, agents/replay.py)."""
+        frame that came after it (the slot layout of any episode end, core/replay.py)."""
         if not self.open:
             return
         last = self.parts[-1]

@@ -1,7 +1,7 @@
 """Double-DQN learner with n-step targets and Huber loss, per-game losses combined by a balancer.
 
 Each game's TD loss is a mean over that game's samples in the batch, so a game's weight does not
-depend on how many of its samples the batch happens to hold. The balancer (agents/balance.py)
+depend on how many of its samples the batch happens to hold. The balancer (multitask/balance.py)
 turns them into one update: `equal` (their sum, linear scalarization), `weighted` (fixed
 per-game weights), `popart` (sum of losses on PopArt-normalized targets) or `pcgrad` (sum of
 per-game gradients on the shared torso after projecting conflicting components away). Soft
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtdqn.agents.augment import augment
-from mtdqn.agents.balance import BALANCES, pcgrad, popart_statistics
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import Batch
+from mtdqn.agents.core.augment import augment
+from mtdqn.agents.multitask.balance import BALANCES, pcgrad, popart_statistics
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.core.replay import Batch
 
 
 GATE_ADAM_EPS = 1e-10

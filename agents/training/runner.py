@@ -10,12 +10,10 @@ updates and samples per stored transition of a one-game run.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,59 +21,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mtdqn.agents import checkpoint, conflict, structure
-from mtdqn.agents.actor import Actor, ActorStep, linear_epsilon
-from mtdqn.agents.config import TrainConfig, task_weights
-from mtdqn.agents.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
-                               write_report)
-from mtdqn.agents.grouping import parse_groups
-from mtdqn.agents.learner import DQNLearner, NonFiniteError
-from mtdqn.agents.network import MultiHeadQNetwork
-from mtdqn.agents.replay import TaskBalancedReplay
-from mtdqn.agents.tracking import Tracker
-from mtdqn.envs import FRAMESKIP, PROTOCOLS, hns, resolve_games
-
-
-def library_versions() -> dict[str, str]:
-    import ale_py
-    import gymnasium
-
-    return {"torch": str(torch.__version__), "ale_py": ale_py.__version__, "gymnasium": gymnasium.__version__,
-            "numpy": np.__version__}
-
-
-def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> dict:
-    """MultiHeadQNetwork's arguments for the config's sharing mode and balancer."""
-    if cfg.sharing in ("shared", "learned"):
-        torso_of = [0] * len(games)
-    elif cfg.sharing == "grouped":
-        torso_of = parse_groups(cfg.groups, games)
-    else:  # separate and soft: a torso per game
-        torso_of = list(range(len(games)))
-    return {"action_counts": action_counts, "dueling": cfg.dueling, "torso_of": torso_of,
-            "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart", "norm": cfg.norm,
-            "padding": cfg.padding, "init": cfg.init, "gated": cfg.sharing == "learned", "width": cfg.torso_width}
-
-
-def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
-    """The network and learner the config asks for: sharing mode, balancer, their options."""
-    network = MultiHeadQNetwork(**network_spec(cfg, games, action_counts))
-    return DQNLearner(
-        network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
-        target_update_period=cfg.target_update_period, max_grad_norm=cfg.max_grad_norm,
-        reward_clip=cfg.reward_clip, balance=cfg.balance, popart_beta=cfg.popart_beta,
-        task_weights=task_weights(cfg.task_weights, games) if cfg.balance == "weighted" else None,
-        soft_coupling=cfg.soft_coupling if cfg.sharing == "soft" else 0.0, random_shift=cfg.random_shift,
-        intensity_noise=cfg.intensity_noise, shift_per=cfg.shift_per, reset_interval=cfg.reset_interval,
-        target_tau=cfg.target_tau,
-        gate_sparsity=cfg.gate_sparsity, gate_sharing=cfg.gate_sharing, gate_lr=cfg.gate_lr,
-        device=cfg.device, precision=cfg.precision)
-
-
-def auto_env_threads(num_games: int, envs_per_game: int) -> int:
-    """Threads per game env so that all games together use about the machine's cores."""
-    cores = os.cpu_count() or 1
-    return max(1, min(envs_per_game, math.ceil(cores / num_games)))
+from mtdqn.agents.core import checkpoint
+from mtdqn.agents.core.actor import Actor, ActorStep, linear_epsilon
+from mtdqn.agents.core.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
+                                          write_report)
+from mtdqn.agents.core.learner import NonFiniteError
+from mtdqn.agents.core.replay import TaskBalancedReplay
+from mtdqn.agents.core.tracking import Tracker
+from mtdqn.agents.multitask import conflict, structure
+from mtdqn.agents.training.build import auto_env_threads, build_learner, library_versions
+from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.progress import MetricWindow, Progress
+from mtdqn.envs import FRAMESKIP, PROTOCOLS, resolve_games
 
 
 class TrainingStopped(RuntimeError):
@@ -124,7 +81,7 @@ class Trainer:
         budget = cfg.frames_per_game
         next_log, next_eval, next_ckpt = (_next_multiple(self.frames.min(), i or budget)
                                           for i in (cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval))
-        window = _Window()
+        window = MetricWindow()
         recent_return = [math.nan] * G
         start = last_time = time.perf_counter()
         last_frames = int(self.frames.sum())
@@ -133,7 +90,7 @@ class Trainer:
         full_replay = self.replay.bytes_per_transition * cfg.replay_size * G / 2**30
         tqdm.write(f"{G} games x {E} envs, actions {self.actor.action_counts}; replay "
                    f"{self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full", file=sys.stderr)
-        progress = _Progress(self, self.progress_interval)
+        progress = Progress(self, self.progress_interval)
         restore_handlers = self._catch_signals()
         try:
             while self.frames.min() < budget and not self.stop_signal:
@@ -187,7 +144,7 @@ class Trainer:
         return {"checkpoint": str(path), "report": report, "interrupted": None}
 
     def make_actor(self, env_threads: int, env_seed: int) -> Actor:
-        """Where transitions come from: every game's envs in this process (agents/distributed.py
+        """Where transitions come from: every game's envs in this process (distributed/ray_trainer.py
         overrides this and `step` for Ray actors)."""
         return Actor(self.games, self.cfg.envs_per_game, self.protocol, self.cfg.seed, env_threads, self.cfg.device,
                      env_seed=env_seed)
@@ -381,112 +338,3 @@ class Trainer:
 def _next_multiple(frames: int, interval: int) -> int:
     """The first multiple of `interval` above `frames` (thresholds survive a resume)."""
     return (int(frames) // interval + 1) * interval
-
-
-class _Progress:
-    """One line on stderr every `interval` seconds of wall clock, for runs whose output goes to a file
-    (tqdm's bar is off there): frames per game done / budget, agent steps/s, updates, epsilon, the
-    latest return per game, ETA. `interval` None: no lines."""
-
-    def __init__(self, trainer: Trainer, interval: float | None):
-        self.trainer, self.interval = trainer, interval
-        self.start = self.last = time.perf_counter()
-        self.start_frames = int(trainer.frames.min())
-        self.last_total = int(trainer.frames.sum())
-
-    def maybe_print(self, recent_return: list[float], epsilon: np.ndarray, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.interval is None or not (force or now - self.last >= self.interval):
-            return
-        t, total = self.trainer, int(self.trainer.frames.sum())
-        print(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / FRAMESKIP
-                            / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
-                            (int(t.frames.min()) - self.start_frames) / max(now - self.start, 1e-9)),
-              file=sys.stderr, flush=True)
-        self.last, self.last_total = now, total
-
-
-def progress_line(games: list[str], frames: np.ndarray, budget: int, steps_per_s: float, updates: int,
-                  epsilon: np.ndarray, recent_return: list[float], frames_per_s: float) -> str:
-    """'progress: 1,200/2,000 frames per game (60%), 95 agent steps/s, 150 updates, epsilon 0.52,
-    return pong -21.0 breakout -, ETA 0:00:12' (frames per game: the slowest game's)."""
-    done = int(frames.min())
-    eps = "/".join(dict.fromkeys(f"{e:.3g}" for e in epsilon))
-    returns = " ".join(f"{g} {'-' if math.isnan(r) else f'{r:g}'}" for g, r in zip(games, recent_return))
-    left = max(budget - done, 0)
-    eta = "0:00:00" if not left else "?" if frames_per_s <= 0 else _clock(left / frames_per_s)
-    return (f"progress: {done:,}/{budget:,} frames per game ({100 * min(done / budget, 1):.0f}%), "
-            f"{steps_per_s:,.0f} agent steps/s, {updates:,} updates, epsilon {eps}, return {returns}, ETA {eta}")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-PENALTIES = ("soft_penalty", "gate_sparsity", "gate_sharing")  # structure costs the learner reports
-
-
-class _Window:
-    """Per-game metrics accumulated between two logs."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.returns = defaultdict(list)
-        self.lengths = defaultdict(list)
-        self.loss_sum = None
-        self.loss_count = None
-        self.q_sum = None
-        self.q = []
-        self.grad_norm = []
-        self.penalties = defaultdict(list)
-        self.updates = 0
-
-    def add_episode(self, game: int, ret: float, frames: int):
-        self.returns[game].append(ret)
-        self.lengths[game].append(frames)
-
-    def add_update(self, metrics: dict):
-        per_game = metrics["per_game_loss"]
-        present = ~torch.isnan(per_game)
-        if self.loss_sum is None:
-            self.loss_sum = torch.zeros_like(per_game)
-            self.loss_count = torch.zeros_like(per_game)
-            self.q_sum = torch.zeros_like(per_game)
-        self.loss_sum += torch.nan_to_num(per_game)
-        self.q_sum += torch.nan_to_num(metrics["per_game_q"])
-        self.loss_count += present
-        self.q.append(metrics["q"])
-        self.grad_norm.append(metrics["grad_norm"])
-        for name in PENALTIES:
-            if name in metrics:
-                self.penalties[name].append(metrics[name])
-        self.updates += 1
-
-    def flush(self, games: list[str], epsilon: np.ndarray) -> dict:
-        out = {}
-        for g, name in enumerate(games):
-            out[f"train/{name}/epsilon"] = float(epsilon[g])
-            if self.returns[g]:
-                out[f"train/{name}/episodic_return"] = float(np.mean(self.returns[g]))
-                out[f"train/{name}/raw_std"] = float(np.std(self.returns[g]))
-                normalized = hns(name, self.returns[g])
-                if normalized is not None:
-                    out[f"train/{name}/hns"] = float(np.mean(normalized))
-                out[f"train/{name}/episode_frames"] = float(np.mean(self.lengths[g]))
-        if self.updates:
-            losses = (self.loss_sum / self.loss_count.clamp(min=1)).tolist()
-            q = (self.q_sum / self.loss_count.clamp(min=1)).tolist()
-            for g, name in enumerate(games):
-                if self.loss_count[g] > 0:
-                    out[f"train/{name}/td_loss"] = losses[g]
-                    out[f"train/{name}/q_mean"] = q[g]  # mean Q(s, a) of the game's sampled transitions
-            out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
-            out["train/q_mean"] = float(torch.stack(self.q).mean())
-            out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
-        for name, values in self.penalties.items():
-            out[f"train/{name}"] = float(torch.stack(values).mean())
-        self.reset()
-        return out

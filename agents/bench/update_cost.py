@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtdqn.agents.learner import DQNLearner
-from mtdqn.agents.network import GATE_INIT, MultiHeadQNetwork
-from mtdqn.agents.replay import Batch
+from mtdqn.agents.core.learner import DQNLearner
+from mtdqn.agents.core.network import MultiHeadQNetwork
+from mtdqn.agents.multitask.gates import GATE_INIT
+from mtdqn.agents.core.replay import Batch
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.agents.network import LAYERS, hard_gate
+from mtdqn.agents.core.torso import LAYERS
+from mtdqn.agents.multitask.gates import hard_gate
 
 
 def hard_gates(network) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.agents.compare import BUDGET_SLACK, CompareError, read_report, report_path, run_folder
+from mtdqn.agents.studies.compare import BUDGET_SLACK, CompareError, read_report, report_path, run_folder
 from mtdqn.envs import FRAMESKIP, aggregate_hns, hns
 from mtdqn.envs.published import AGENTS, BUDGET_FRAMES, iqm_over_games, published_scores
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtdqn.agents.learner import epsilon_greedy
+from mtdqn.agents.core.learner import epsilon_greedy
 from mtdqn.envs import Lives, Protocol, aggregate_hns, hns, make_env
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from mtdqn.agents.network import MultiHeadQNetwork
+from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.envs import FRAMESKIP
 
 
@@ -48,7 +48,7 @@ class BaselineSettings:
 def sb3_dqn(env, settings: BaselineSettings, seed: int, device: str = "cpu"):
     from stable_baselines3 import DQN
 
-    from mtdqn.agents.benchmark import sb3_train_freq
+    from mtdqn.agents.bench.benchmark import sb3_train_freq
 
     train_freq, gradient_steps = sb3_train_freq(settings.train_frequency, env.num_envs)
     return DQN("CnnPolicy", env, learning_rate=settings.learning_rate, buffer_size=settings.buffer_size,

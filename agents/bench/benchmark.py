@@ -1,10 +1,9 @@
 """Throughput and memory measurements behind `mtdqn bench`, each against the reference it must beat.
 
-Everything runs in one process, and the two sides of each comparison alternate in blocks, so
-drifts in machine load (another job, a throttled core) hit both alike. Agent steps count vector
-steps x envs (SB3's `num_timesteps`), for every measurement.
-Our side is built by `agents.runner.Trainer` from a `TrainConfig` and driven by `Trainer.step`, the
-training loop's own per-iteration hot path (without `run()`'s logs, evaluations and checkpoints).
+Everything runs in one process, and the two sides of each comparison alternate in blocks
+(timing.py), so drifts in machine load hit both alike. Our side is built by `training.runner.Trainer`
+from a `TrainConfig` and driven by `Trainer.step`, the training loop's own per-iteration hot path
+(without `run()`'s logs, evaluations and checkpoints).
 """
 
 from __future__ import annotations
@@ -12,22 +11,19 @@ from __future__ import annotations
 import gc
 import os
 import platform
-import resource
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from mtdqn.agents.config import TrainConfig
-from mtdqn.agents.runner import Trainer, auto_env_threads
-from mtdqn.agents.update_cost import VARIANTS, learned_vs_hard, update_costs
+from mtdqn.agents.bench.timing import (Rate, build_trainer, iterations_for, loop, merge, peak_rss_mb, ratio,
+                                       raw_stepper, split_blocks)
+from mtdqn.agents.bench.update_cost import VARIANTS, learned_vs_hard, update_costs
+from mtdqn.agents.training.build import auto_env_threads
+from mtdqn.agents.training.config import TrainConfig
 from mtdqn.envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
-
-BLOCKS = 5  # each comparison alternates its two sides in this many blocks, so load drifts hit both
 
 # What the benchmark reports against (issue "mtdqn bench"); CI does not enforce them.
 TARGETS = {
@@ -60,95 +56,7 @@ QUICK = Sizes(acting_steps=3_000, fill_steps=1_000, learn_warmup_steps=80, train
               cost_variants=tuple(v for v in VARIANTS if not VARIANTS[v].compile))  # compiling takes ~40 s
 
 
-@dataclass
-class Rate:
-    """A timed stretch of agent steps; `phases_ms` splits our loop's time per iteration."""
-
-    steps: int
-    seconds: float
-    envs: int
-    updates: int = 0
-    phases_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.seconds
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"steps_per_s": self.steps_per_s}
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else float("nan")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (ru_maxrss is KB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # -- our side ------------------------------------------------------------------------------------
-def build_trainer(games: list[str], envs_per_game: int, protocol: str = "machado", threads: int = 1,
-                  learning_starts: int | None = None, replay_size: int = 100_000, seed: int = 0,
-                  precision: str = "fp32") -> Trainer:
-    """A Trainer for `games` at training defaults (batch 32, one update per 4 agent steps...).
-
-    learning_starts=None never learns (acting only). The run folder is never created: only logs,
-    evaluations and checkpoints write there, and the benchmark does none of them.
-    """
-    never = 10**12
-    cfg = TrainConfig(suite=",".join(games), envs_per_game=envs_per_game, protocol=protocol, threads=threads,
-                      seed=seed, replay_size=replay_size, frames_per_game=never, conflict_interval=0,
-                      precision=precision,
-                      learning_starts=never if learning_starts is None else learning_starts)
-    return Trainer(cfg, Path(tempfile.gettempdir()) / f"mtdqn-bench-{os.getpid()}")
-
-
-def _loop(t: Trainer, iterations: int) -> Rate:
-    """`iterations` of `Trainer.step`, the training loop's own hot path: act, learn what is owed, recv, store."""
-    G, E = len(t.games), t.cfg.envs_per_game
-    phases: dict[str, float] = {}
-    updates = t.learner.updates
-    start = time.perf_counter()
-    for _ in range(iterations):
-        t.step(t.epsilon(), phases)
-    seconds = time.perf_counter() - start
-    n = max(iterations, 1)
-    return Rate(iterations * G * E, seconds, G * E, t.learner.updates - updates,
-                {k: 1000 * v / n for k, v in phases.items()})
-
-
-def _iterations(steps: int, envs: int) -> int:
-    return max(1, -(-steps // envs))
-
-
-def raw_stepper(envs: list, seed: int = 0):
-    """A function timing `iterations` of ale-py stepping alone on `envs`: random actions, sent to
-    all and then received from all as the actor does; the most our acting loop could reach."""
-    rng = np.random.default_rng(seed)
-    pool = 64  # pre-drawn actions, so the loop times the emulators and not the RNG
-    actions = [rng.integers(0, int(e.single_action_space.n), (pool, e.num_envs)) for e in envs]
-    total = sum(e.num_envs for e in envs)
-
-    def step(iterations: int) -> Rate:
-        start = time.perf_counter()
-        for k in range(iterations):
-            for env, a in zip(envs, actions):
-                env.send(a[k % pool])
-            for env in envs:
-                env.recv()
-        return Rate(iterations * total, time.perf_counter() - start, total)
-
-    return step
-
-
-def merge(rates: list[Rate]) -> Rate:
-    """Blocks of one measurement as one Rate (phases weighted by each block's share of steps)."""
-    steps = sum(r.steps for r in rates)
-    phases = {k: sum(r.phases_ms[k] * r.steps for r in rates) / steps for k in rates[0].phases_ms}
-    return Rate(steps, sum(r.seconds for r in rates), rates[0].envs, sum(r.updates for r in rates), phases)
-
-
 @dataclass
 class Acting:
     ours: Rate
@@ -164,7 +72,7 @@ def acting_rates(games: list[str], envs_per_game: int, steps: int, protocol: str
                  seed: int = 0, precision: str = "fp32") -> Acting:
     """Our acting loop without learning (batched forward over all games, env step, replay insert)
     and raw stepping of the very same envs, in alternating blocks: same games, envs, threads, load."""
-    iterations = _iterations(steps, len(games) * envs_per_game)
+    iterations = iterations_for(steps, len(games) * envs_per_game)
     start = time.perf_counter()
     # replay sized to never wrap: first writes (page faults included) as in a run's first pass
     trainer = build_trainer(games, envs_per_game, protocol, threads, None,
@@ -173,20 +81,14 @@ def acting_rates(games: list[str], envs_per_game: int, steps: int, protocol: str
     raw = raw_stepper(trainer.actor.envs, seed)
     ours_parts, raw_parts = [], []
     try:
-        _loop(trainer, 10)
+        loop(trainer, 10)
         raw(10)
-        for block in _blocks(iterations):
-            ours_parts.append(_loop(trainer, block))
+        for block in split_blocks(iterations):
+            ours_parts.append(loop(trainer, block))
             raw_parts.append(raw(block))
     finally:
         trainer.actor.close()
     return Acting(merge(ours_parts), merge(raw_parts), build_s)
-
-
-def _blocks(iterations: int) -> list[int]:
-    """`iterations` split into BLOCKS nearly equal parts (none empty)."""
-    n = min(BLOCKS, iterations)
-    return [iterations // n + (i < iterations % n) for i in range(n)]
 
 
 @dataclass
@@ -253,7 +155,7 @@ def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = 
     trainers = {p: build_trainer([game], envs_per_game, protocol, threads, seed=seed, precision=p,
                                  learning_starts=sizes.fill_steps * FRAMESKIP) for p in precisions}
     cfg, E = TrainConfig(), envs_per_game
-    model = sb3_dqn(game, E, _iterations(sizes.fill_steps, E) * E, protocol, seed)
+    model = sb3_dqn(game, E, iterations_for(sizes.fill_steps, E) * E, protocol, seed)
     torch.set_num_threads(threads)  # one process: the same intra-op threads for both sides
     ours: dict[str, list[Rate]] = {p: [] for p in precisions}
     theirs = []
@@ -262,15 +164,15 @@ def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = 
     alone_total = 0
     try:
         for trainer in trainers.values():
-            _loop(trainer, _iterations(sizes.fill_steps, E))
-            _loop(trainer, _iterations(sizes.learn_warmup_steps, E))
+            loop(trainer, iterations_for(sizes.fill_steps, E))
+            loop(trainer, iterations_for(sizes.learn_warmup_steps, E))
             if trainer.learner.updates == 0:
                 raise RuntimeError("learning did not start before the timed steps; raise learn_warmup_steps")
         model.learn(model.learning_starts + sizes.learn_warmup_steps)
-        blocks = _blocks(_iterations(sizes.train_steps, E))
+        blocks = split_blocks(iterations_for(sizes.train_steps, E))
         for block in blocks:
             for p, trainer in trainers.items():
-                ours[p].append(_loop(trainer, block))
+                ours[p].append(loop(trainer, block))
             steps, updates, start = model.num_timesteps, model._n_updates, time.perf_counter()
             model.learn(block * E, reset_num_timesteps=False)
             theirs.append(Rate(model.num_timesteps - steps, time.perf_counter() - start, E,

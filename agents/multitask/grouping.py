@@ -1,4 +1,4 @@
-"""Which games to train together: groups as strings, and the search for the best partition.
+"""Which games to train together: the search for the best partition (the groups format: sharing.py).
 
 A partition's score is the affinity each game receives from its groupmates, summed over games:
 score = sum over groups S, over j in S, of the mean over i in S, i != j, of affinity[i, j]
@@ -18,37 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdqn.agents.multitask.sharing import GroupsError
+
 EXACT_MAX_GAMES = 10  # Bell(10) = 115,975 partitions, scored from 1,024 precomputed group scores
-
-
-class GroupsError(ValueError):
-    """A groups string, groups file or affinity file that cannot be used; the message says why."""
-
-
-def groups_string(groups: list[list[str]]) -> str:
-    return ";".join(",".join(g) for g in groups)
-
-
-def parse_groups(spec: str, games: list[str]) -> list[int]:
-    """Group index per game from 'a,b;c,d' or a file holding that (comment lines start with #)."""
-    text = spec
-    if Path(spec).is_file():
-        lines = [line.strip() for line in Path(spec).read_text().splitlines()]
-        text = ";".join(line for line in lines if line and not line.startswith("#"))
-    groups = [[g.strip() for g in part.split(",") if g.strip()] for part in text.split(";") if part.strip()]
-    seen: dict[str, int] = {}
-    for k, group in enumerate(groups):
-        for g in group:
-            if g not in games:
-                raise GroupsError(f"--groups names {g!r}, which is not in the suite ({','.join(games)})")
-            if g in seen:
-                raise GroupsError(f"--groups puts {g!r} in two groups; each game belongs to exactly one")
-            seen[g] = k
-    missing = [g for g in games if g not in seen]
-    if missing:
-        raise GroupsError(f"--groups leaves out {','.join(missing)}: every game of the suite needs a group "
-                          f"(e.g. {groups_string(groups + [missing])})")
-    return [seen[g] for g in games]
 
 
 def read_affinity(path: str) -> tuple[list[str], np.ndarray]:

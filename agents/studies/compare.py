@@ -107,7 +107,7 @@ def read_report(p: Path) -> dict:
 
 def load(path: str, label: str | None = None) -> Evaluated:
     """A run folder, evaluation folder or eval.json (see `report_path`) as per-episode HNS per game."""
-    from mtdqn.agents.evaluation import learning_curves
+    from mtdqn.agents.core.evaluation import learning_curves
 
     p, periodic = report_path(path)
     curve = learning_curves(Path(path)).get("iqm") if periodic else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mtdqn.agents.learner import Precision, autocast, epsilon_greedy
+from mtdqn.agents.core.learner import Precision, autocast, epsilon_greedy
 from mtdqn.envs import FRAMESKIP, Lives, Protocol, make_env
 
 

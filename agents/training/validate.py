@@ -1,0 +1,129 @@
+"""Which option values a run can use: every check `mtdqn train` makes before anything is written, each
+failing with a ConfigError that names the value and what would be valid."""
+
+from __future__ import annotations
+
+from mtdqn.agents.training.config import ConfigError, TrainConfig, preset_options
+
+
+_POSITIVE = ("frames_per_game", "max_episode_frames", "envs_per_game", "threads", "replay_size", "batch_size", "n_step",
+             "target_update_period", "eval_episodes", "log_interval", "conflict_batch_size",
+             "num_actors", "weight_publish_period", "chunk_steps")
+_NON_NEGATIVE = ("env_threads", "learning_starts", "max_grad_norm", "eval_interval", "checkpoint_interval",
+                 "keep_checkpoints", "conflict_interval", "epsilon_decay_frames", "soft_coupling", "random_shift",
+                 "reset_interval", "intensity_noise", "gate_sparsity", "gate_sharing",
+                 "gate_freeze_frames")
+_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "popart_beta", "target_tau")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise ConfigError on the first value no run could use."""
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    for name in _UNIT_INTERVAL:
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
+    for name in ("learning_rate", "adam_eps", "affinity_lr", "gate_lr", "torso_width", "train_frequency"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    check_life_loss(cfg)
+    check_device(cfg.device)
+    check_multitask(cfg)
+    check_precision(cfg.precision, cfg.device)
+    if cfg.backend == "ray":
+        check_ray(cfg.ray_address)
+    return cfg
+
+
+def check_life_loss(cfg: TrainConfig) -> None:
+    """A stack restarted at a lost life needs that life to end the learner's episode too."""
+    from mtdqn.envs import PROTOCOLS
+
+    if cfg.life_loss_reset and not (cfg.life_loss_terminal or PROTOCOLS[cfg.protocol].life_loss_terminal):
+        preset = cfg.preset and preset_options(cfg.preset).get("life_loss_reset")
+        raise ConfigError(f"--life-loss-reset{f' (on in --preset {cfg.preset})' if preset else ''} needs life-loss "
+                          f"terminals, which --protocol {cfg.protocol} has not: use --protocol atari100k or add "
+                          "--life-loss-terminal" + (" or --no-life-loss-reset" if preset else ""))
+
+
+def check_multitask(cfg: TrainConfig) -> None:
+    """Options that only make sense together, and groups/weights that name the suite's games."""
+    from mtdqn.agents.multitask.sharing import GroupsError, parse_groups
+    from mtdqn.envs import resolve_games
+
+    if cfg.sharing == "grouped" and not cfg.groups:
+        raise ConfigError("--sharing grouped needs --groups 'a,b;c,d' (or a file from `mtdqn group`)")
+    if cfg.groups and cfg.sharing != "grouped":
+        raise ConfigError(f"--groups is for --sharing grouped, but --sharing is {cfg.sharing!r}")
+    if cfg.task_weights and cfg.balance != "weighted":
+        raise ConfigError(f"--task-weights is for --balance weighted, but --balance is {cfg.balance!r}")
+    if cfg.balance == "weighted" and not cfg.task_weights:
+        raise ConfigError("--balance weighted needs --task-weights, e.g. 'pong=2,breakout=0.5'")
+    if cfg.groups or cfg.task_weights:
+        games = resolve_games(cfg.suite)
+        if cfg.groups:
+            try:
+                parse_groups(cfg.groups, games)
+            except GroupsError as e:
+                raise ConfigError(str(e)) from None
+        if cfg.task_weights:
+            task_weights(cfg.task_weights, games)
+
+
+def task_weights(spec: str, games: list[str]) -> list[float]:
+    """Per-game loss weights from 'pong=2,breakout=0.5'; games not named weigh 1."""
+    weights = dict.fromkeys(games, 1.0)
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        game, _, value = item.partition("=")
+        game = game.strip()
+        if game not in weights:
+            raise ConfigError(f"--task-weights names {game!r}, which is not in the suite ({','.join(games)})")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ConfigError(f"--task-weights: {item!r} is not game=number") from None
+        if not weight >= 0:
+            raise ConfigError(f"--task-weights: weight of {game!r} must be >= 0, got {value}")
+        weights[game] = weight
+    if not any(weights.values()):
+        raise ConfigError("--task-weights: at least one game needs a positive weight")
+    return [weights[g] for g in games]
+
+
+def check_ray(address: str | None) -> None:
+    """--backend ray needs the optional Ray extra, and an address, if given, of a reachable form."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--backend ray needs Ray, which is not installed: pip install 'mtdqn[ray]' "
+                          "(or .[ray] in the source folder), or use --backend local")
+    if address is not None and not address.strip():
+        raise ConfigError("--ray-address is empty: give host:port of a Ray head node, or auto, or leave it out")
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}: use cpu, cuda or cuda:N")
+
+
+def check_precision(precision: str, device: str) -> None:
+    import torch
+
+    if precision == "bf16" and torch.device(device).type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--precision bf16 needs a GPU with bfloat16 support (Ampere or newer); {device!r} "
+                          "has none: use --precision fp32")
