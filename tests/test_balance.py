@@ -83,8 +83,10 @@ def test_weighted_balance_is_the_weighted_sum_of_per_game_losses():
 
 
 def test_pcgrad_learner_sets_projected_torso_gradients_and_summed_head_gradients():
+    """The torso gets PCGrad's sum of the two games' gradients, rescaled to the mean of their norms (one
+    game's gradient size, multitask/balance.py `combine`); each head its own game's gradient."""
     torch.manual_seed(0)
-    learner = DQNLearner(MultiHeadQNetwork([2, 3]), balance="pcgrad", reward_clip=False, max_grad_norm=1e9)
+    learner = DQNLearner(MultiHeadQNetwork([2, 3]), balance="pcgrad", reward_clip=False, max_grad_norm=0)
     b = batch(rewards=[[1.0, 0, 0], [-2.0, 0, 0], [5.0, 0, 0], [0.3, 0, 0]], terminated=[True] * 4,
               steps=[1] * 4, game=[0, 1, 1, 0], action=[0, 2, 1, 1])
     b.obs = np.random.default_rng(0).integers(0, 255, b.obs.shape).astype(np.uint8)
@@ -92,14 +94,17 @@ def test_pcgrad_learner_sets_projected_torso_gradients_and_summed_head_gradients
     target = learner.td_targets(*tensors[2:])
     per_game, _, _ = learner.per_game_losses(tensors[0], tensors[1], target, tensors[6])
     shared = learner.online.shared_parameters()
-    grads = [torch.cat([g.flatten() for g in torch.autograd.grad(per_game[k], shared, retain_graph=True)])
-             for k in range(2)]
+    per = [torch.autograd.grad(per_game[k], shared, retain_graph=True) for k in range(2)]
+    grads = [torch.cat([g.flatten() for g in gs]) for gs in per]
     assert grads[0] @ grads[1] != 0
     head = torch.autograd.grad(per_game.sum(), learner.online.heads.weight, retain_graph=True)[0]
+    projected = torch.split(pcgrad(torch.stack(grads)), [p.numel() for p in shared])
     learner.optimizer.zero_grad()
-    learner._pcgrad_backward(per_game, torch.tensor([True, True]))
-    torso_grad = torch.cat([p.grad.flatten() for p in shared])
-    torch.testing.assert_close(torso_grad, pcgrad(torch.stack(grads)), rtol=1e-5, atol=1e-7)
+    losses, _ = learner._chunk_losses(*tensors[:2], target, tensors[6], [(0, np.array([0, 3])), (1, slice(1, 3))])
+    learner._backward(losses, None)
+    for p, part, g0, g1 in zip(shared, projected, *per):
+        expected = part.view_as(p) * ((g0.norm() + g1.norm()) / 2 / part.norm())
+        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(learner.online.heads.weight.grad, head)
 
 

@@ -1,18 +1,21 @@
-"""Double-DQN learner with n-step targets and Huber loss, per-game losses combined by a balancer.
+"""Double-DQN learner with n-step targets and Huber loss, one gradient per game, combined into one update.
 
 Each game's TD loss is a mean over that game's samples in the batch, so a game's weight does not
-depend on how many of its samples the batch happens to hold. The balancer (multitask/balance.py)
-turns them into one update: `equal` (their sum, linear scalarization), `weighted` (fixed
-per-game weights), `popart` (sum of losses on PopArt-normalized targets) or `pcgrad` (sum of
-per-game gradients on the shared torso after projecting conflicting components away). Soft
-sharing adds `soft_coupling` times the torsos' distance from their mean; learned sharing adds
-`gate_sparsity` and `gate_sharing` times the gates' costs, and steps the gate logits at `gate_lr`
-(they must cross from open to closed within a run, which 1e-4 per step would not allow).
+depend on how many of its samples the batch happens to hold. Each game's samples go through the
+network as a chunk of their own and each game's loss gets its own backward pass (together the
+FLOPs of one pass over the batch), so the learner holds every game's gradient and treats it as a
+one-game agent would (multitask/balance.py `combine`): clipped by its own norm, taken whole by the
+game's own parameters (head, value stream, gates, a torso of its own), and on a shared torso summed
+and rescaled to one game's gradient size. So a G-game update moves every layer about as far as a
+one-game update, and `--sharing separate` is exactly G independent agents.
 
-Why a sum and not a mean: each game's head then gets exactly the gradient a one-game agent with
-the same batch would get, and so the same Adam step. With the mean it got 1/G of it, and where
-Adam's epsilon exceeds sqrt(v) (most of the weights of a young agent) the step is linear in the
-gradient: each game moved 1/G as far per update as it would alone (docs/reproduction.md).
+The balancer weighs or transforms the games' losses: `equal` (as they are), `weighted` (fixed
+per-game weights), `popart` (losses on PopArt-normalized targets) or `pcgrad` (per-game torso
+gradients projected off each other where they conflict, then summed). Soft sharing adds
+`soft_coupling` times the torsos' distance from their mean; learned sharing adds `gate_sparsity`
+and `gate_sharing` times the gates' costs, and steps the gate logits at `gate_lr` (they must cross
+from open to closed within a run, which 1e-4 per step would not allow). These costs are added after
+the games' gradients are combined, unclipped.
 
 With target_update_period 1 (DER, DrQ(eps)) the target network is the online network itself, so
 the bootstrap takes one forward pass instead of two and no copy is made after each update.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from typing import Literal
 
 import numpy as np
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from mtdqn.agents.core.augment import augment
-from mtdqn.agents.multitask.balance import BALANCES, pcgrad, popart_statistics
+from mtdqn.agents.multitask.balance import BALANCES, combine, game_chunks, popart_statistics
 from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.agents.core.replay import Batch
 
@@ -101,7 +103,9 @@ class DQNLearner:
         self.intensity_noise = intensity_noise
         self.shift_per = shift_per
         self.reset_interval = reset_interval
-        self._shared = {id(p) for p in self.online.shared_parameters()}
+        self._params = list(self.online.parameters())
+        index = {id(p): i for i, p in enumerate(self._params)}
+        self._torso_params = [{index[id(p)] for p in torso.parameters()} for torso in self.online.torsos]
         self.updates = 0
 
     def _tensors(self, batch: Batch):
@@ -133,26 +137,39 @@ class DQNLearner:
         bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
         return returns + bootstrap * next_q
 
-    def per_game_losses(self, obs, action, target, game):
+    def per_game_losses(self, obs, action, target, game, chunks=None):
         """Mean Huber TD loss per game [G] (0 where absent), sample counts [G], and Q(s, a) [B].
 
-        Under PopArt the loss compares normalized values with normalized targets.
+        Under PopArt the loss compares normalized values with normalized targets. Each game's loss is
+        computed from a forward pass over its own samples (`chunks`, from the game ids if not given),
+        so a gradient of one entry passes through that game's samples only.
         """
-        net = self.online
-        with autocast(self.device, self.precision):
-            out = net.normalized(obs, game)
-        out = out.float().gather(1, action[:, None]).squeeze(1)
-        if net.popart:
-            mu, sigma = net.popart_mu[game], net.popart_sigma[game]
-            td = F.smooth_l1_loss(out, (target - mu) / sigma, reduction="none")
-            q = out.detach() * sigma + mu
-        else:
-            td = F.smooth_l1_loss(out, target, reduction="none")
-            q = out.detach()
-        num_games = net.num_games
-        count = torch.zeros(num_games, device=td.device).index_add_(0, game, torch.ones_like(td))
-        per_game = torch.zeros(num_games, device=td.device).index_add_(0, game, td) / count.clamp(min=1)
+        if chunks is None:
+            chunks = game_chunks(game.cpu().numpy())
+        losses, q = self._chunk_losses(obs, action, target, game, chunks)
+        zero = target.new_zeros(())
+        per_game = torch.stack([losses.get(g, zero) for g in range(self.online.num_games)])
+        count = torch.zeros(self.online.num_games, device=target.device).index_add_(0, game, torch.ones_like(target))
         return per_game, count, q
+
+    def _chunk_losses(self, obs, action, target, game, chunks) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Each present game's mean Huber TD loss, from a forward pass over its own rows; Q(s, a) [B]."""
+        net = self.online
+        losses, q = {}, torch.empty_like(target)
+        for g, rows in chunks:
+            if not isinstance(rows, slice):
+                rows = torch.as_tensor(rows, device=target.device)
+            with autocast(self.device, self.precision):
+                out = net.normalized(obs[rows], game[rows])
+            out = out.float().gather(1, action[rows][:, None]).squeeze(1)
+            if net.popart:
+                mu, sigma = net.popart_mu[g], net.popart_sigma[g]
+                losses[g] = F.smooth_l1_loss(out, (target[rows] - mu) / sigma)
+                q[rows] = out.detach() * sigma + mu
+            else:
+                losses[g] = F.smooth_l1_loss(out, target[rows])
+                q[rows] = out.detach()
+        return losses, q
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step. Returns per-game mean TD loss [G] (nan where absent) and mean Q."""
@@ -160,8 +177,12 @@ class DQNLearner:
         obs = self.augment(obs, game)
         target = self.td_targets(rewards, terminated, steps, next_obs, game)
         undo = self._popart_step(target, game) if self.online.popart else None
-        per_game, count, q = self.per_game_losses(obs, action, target, game)
+        chunks = game_chunks(batch.game)
+        losses, q = self._chunk_losses(obs, action, target, game, chunks)
+        count = torch.zeros(self.online.num_games, device=self.device).index_add_(0, game, torch.ones_like(target))
         present = count > 0
+        per_game = torch.zeros_like(count)
+        per_game[present] = torch.stack([losses[g] for g, _ in chunks]).detach()
         loss = (self.weights[present] * per_game[present]).sum()
         if not torch.isfinite(loss):  # before any state changes, so the batch can be skipped cleanly
             if undo:
@@ -174,18 +195,15 @@ class DQNLearner:
             sparsity, sharing = self.online.gate_penalties()
             extra = self.gate_costs[0] * sparsity + self.gate_costs[1] * sharing
         self.optimizer.zero_grad(set_to_none=True)
-        if self.balance == "pcgrad":
-            self._pcgrad_backward(per_game, present)
-            if extra is not None and extra.requires_grad:
-                extra.backward()
-        else:
-            (loss if extra is None else loss + extra).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm or math.inf)
-        if not torch.isfinite(grad_norm):
+        norms = self._backward(losses, extra)
+        per_game_norm = torch.full_like(count, float("nan"))
+        per_game_norm[present] = torch.stack([norms[g] for g, _ in chunks])
+        if not torch.isfinite(per_game_norm[present]).all():
             self.optimizer.zero_grad(set_to_none=True)
             if undo:
                 undo()
-            raise NonFiniteError(self.updates + 1, present.nonzero().flatten().tolist(), "gradient")
+            bad = (present & ~torch.isfinite(per_game_norm)).nonzero().flatten().tolist()
+            raise NonFiniteError(self.updates + 1, bad or present.nonzero().flatten().tolist(), "gradient")
         self.optimizer.step()
         self.updates += 1
         self._update_target()
@@ -193,7 +211,8 @@ class DQNLearner:
             self.reset_heads()
         per_game = per_game.detach().masked_fill(~present, float("nan"))
         per_game_q = torch.zeros_like(count).index_add_(0, game, q) / count.clamp(min=1)
-        metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(), "grad_norm": grad_norm.detach(),
+        metrics = {"loss": loss.detach(), "per_game_loss": per_game, "q": q.mean(),
+                   "grad_norm": per_game_norm[present].mean(), "per_game_grad_norm": per_game_norm,
                    "per_game_q": per_game_q.masked_fill(~present, float("nan"))}
         if penalty is not None:
             metrics["soft_penalty"] = penalty.detach()
@@ -239,26 +258,22 @@ class DQNLearner:
             for p in (layer.weight, layer.bias):
                 self.optimizer.state.pop(p, None)
 
-    def _pcgrad_backward(self, per_game: torch.Tensor, present: torch.Tensor) -> None:
-        """Set .grad: PCGrad's combination on the shared torso, the sum of per-game gradients elsewhere."""
-        params = list(self.online.parameters())
-        shared = [id(p) in self._shared for p in params]
-        games = present.nonzero().flatten().tolist()
-        flat, rest = [], [torch.zeros_like(p) for p, s in zip(params, shared) if not s]
-        for i, g in enumerate(games):
-            grads = torch.autograd.grad(per_game[g], params, retain_graph=i < len(games) - 1, allow_unused=True)
-            grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
-            flat.append(torch.cat([gr.flatten() for gr, s in zip(grads, shared) if s]))
-            for acc, gr in zip(rest, (gr for gr, s in zip(grads, shared) if not s)):
-                acc += gr
-        combined = pcgrad(torch.stack(flat))
-        offset, others = 0, iter(rest)
-        for p, s in zip(params, shared):
-            if s:
-                p.grad = torch.empty_like(p).copy_(combined[offset:offset + p.numel()].view(p.shape))
-                offset += p.numel()
-            else:
-                p.grad = next(others)
+    def _backward(self, losses: dict[int, torch.Tensor], extra: torch.Tensor | None) -> dict[int, torch.Tensor]:
+        """Set .grad: every game's gradient from its own backward pass, combined as `combine` says, plus
+        the structure costs' gradient; returns each game's gradient norm before clipping."""
+        grads = {g: torch.autograd.grad(self.weights[g] * loss, self._params, allow_unused=True)
+                 for g, loss in losses.items()}
+        torso_of = self.online.torso_of
+        readers = np.bincount([torso_of[g] for g in losses], minlength=len(self._torso_params))
+        shared = set().union(*(params for params, n in zip(self._torso_params, readers) if n > 1))
+        combined, norms = combine(grads, shared, self.max_grad_norm, project=self.balance == "pcgrad")
+        if extra is not None and extra.requires_grad:
+            for i, x in enumerate(torch.autograd.grad(extra, self._params, allow_unused=True)):
+                if x is not None:
+                    combined[i] = x if combined[i] is None else combined[i] + x
+        for p, x in zip(self._params, combined):
+            p.grad = x
+        return norms
 
     def _popart_step(self, target: torch.Tensor, game: torch.Tensor):
         """Move the per-game target statistics and rescale both networks' heads to preserve outputs.

@@ -1,6 +1,7 @@
-"""How the games' losses become one update: the pieces that are more than a weighted sum.
+"""How the games' losses become one update: each game's gradient as a one-game agent's (`combine`),
+and the balancers that are more than a weighted sum of the losses.
 
-`equal` and `weighted` are a (weighted) sum of per-game losses (in the learner). PCGrad projects
+`equal` and `weighted` weigh the per-game losses (in the learner). PCGrad projects
 per-game gradients on the shared torso off each other where they conflict (Yu et al. 2020).
 PopArt keeps per-game running statistics of the TD targets and learns normalized values, so games
 with large rewards do not drown the others and rewards need not be clipped (Hessel et al. 2019).
@@ -8,6 +9,7 @@ with large rewards do not drown the others and rewards need not be clipped (Hess
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 BALANCES = ("equal", "weighted", "popart", "pcgrad")
@@ -48,3 +50,71 @@ def popart_statistics(mu: torch.Tensor, nu: torch.Tensor, targets: torch.Tensor,
     nu = torch.where(present, (1 - beta) * nu + beta * mean_sq, nu)
     sigma = (nu - mu * mu).clamp(min=sigma_bounds[0] ** 2).sqrt().clamp(max=sigma_bounds[1])
     return mu, nu, sigma
+
+
+def game_chunks(game: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:
+    """Each present game's rows of a batch: a slice where they are contiguous (a task-balanced batch
+    lays its games end to end), else their indices."""
+    chunks = []
+    for g in np.unique(game):
+        rows = np.flatnonzero(game == g)
+        contiguous = rows[-1] - rows[0] + 1 == len(rows)
+        chunks.append((int(g), slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows))
+    return chunks
+
+
+def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_norm: float = 0.0,
+            project: bool = False) -> tuple[list[torch.Tensor | None], dict[int, torch.Tensor]]:
+    """One update from per-game gradients, each game treated as a one-game agent would treat it.
+
+    grads: per game, its gradient of every parameter (None where its loss does not reach it).
+    shared: the parameters several of these games' gradients meet on (a torso more than one reads).
+
+    1. Clipping per game: each game's gradient is clipped by its own norm over every parameter it
+       reaches (`max_norm`, 0: none), so one game's spike never shrinks another's step.
+    2. Parameters of one game (its head columns, value row, gate row, a torso only it reads) take
+       that game's gradient: a G-game update moves them as G one-game agents would.
+    3. A shared parameter takes the sum of its games' gradients (PCGrad's projected sum with
+       `project`), rescaled to the mean of their norms: the size of one game's gradient, whatever
+       the number of games. Adam's step is linear in the gradient where its eps outweighs sqrt(v)
+       (most weights of a young agent), so a sum of G gradients moved the torso up to G times as far
+       as one game would; the mean moved it 1/sqrt(G) as far when the games' gradients are unrelated
+       (docs/multitask.md, "Many games, one step size").
+
+    Returns the combined gradient per parameter and each game's norm before clipping.
+    """
+    games = list(grads)
+    combined: list[torch.Tensor | None] = [None] * len(grads[games[0]])
+    norm_sum: dict[int, torch.Tensor] = {}
+    readers = dict.fromkeys(shared, 0)
+    flat, totals = [], {}
+    for g in games:
+        present = [i for i, x in enumerate(grads[g]) if x is not None]
+        norms = dict(zip(present, torch._foreach_norm([grads[g][i] for i in present])))
+        totals[g] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+        coef = float(max_norm / (totals[g] + 1e-6)) if max_norm else 1.0
+        scaled = list(grads[g])  # fresh tensors of autograd's: scaled in place
+        if coef < 1.0:
+            torch._foreach_mul_([scaled[i] for i in present], coef)
+        for i in present:
+            if i in shared:
+                norm_sum[i] = norm_sum.get(i, 0.0) + norms[i] * min(coef, 1.0)
+                readers[i] += 1
+            if combined[i] is None:
+                combined[i] = scaled[i].clone() if project else scaled[i]
+            else:
+                combined[i].add_(scaled[i])
+        if project:
+            flat.append(scaled)
+    if project and shared:
+        order = sorted(shared)
+        stacked = torch.stack([torch.cat([(torch.zeros_like(combined[i]) if s[i] is None else s[i]).flatten()
+                                          for i in order]) for s in flat])
+        parts = torch.split(pcgrad(stacked), [combined[i].numel() for i in order])
+        for i, part in zip(order, parts):
+            combined[i] = part.view_as(combined[i])
+    for i in shared:
+        if readers[i] > 1:
+            target = norm_sum[i] / readers[i]
+            combined[i].mul_(target / torch.linalg.vector_norm(combined[i]).clamp(min=1e-30))
+    return combined, totals

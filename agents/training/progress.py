@@ -70,6 +70,7 @@ class MetricWindow:
         self.loss_sum = None
         self.loss_count = None
         self.q_sum = None
+        self.norm_sum = None
         self.q = []
         self.grad_norm = []
         self.penalties = defaultdict(list)
@@ -86,8 +87,10 @@ class MetricWindow:
             self.loss_sum = torch.zeros_like(per_game)
             self.loss_count = torch.zeros_like(per_game)
             self.q_sum = torch.zeros_like(per_game)
+            self.norm_sum = torch.zeros_like(per_game)
         self.loss_sum += torch.nan_to_num(per_game)
         self.q_sum += torch.nan_to_num(metrics["per_game_q"])
+        self.norm_sum += torch.nan_to_num(metrics["per_game_grad_norm"])
         self.loss_count += present
         self.q.append(metrics["q"])
         self.grad_norm.append(metrics["grad_norm"])
@@ -110,10 +113,12 @@ class MetricWindow:
         if self.updates:
             losses = (self.loss_sum / self.loss_count.clamp(min=1)).tolist()
             q = (self.q_sum / self.loss_count.clamp(min=1)).tolist()
+            norms = (self.norm_sum / self.loss_count.clamp(min=1)).tolist()
             for g, name in enumerate(games):
                 if self.loss_count[g] > 0:
                     out[f"train/{name}/td_loss"] = losses[g]
                     out[f"train/{name}/q_mean"] = q[g]  # mean Q(s, a) of the game's sampled transitions
+                    out[f"train/{name}/grad_norm"] = norms[g]  # its gradient's norm before its clipping
             out["train/td_loss"] = float(np.mean([losses[g] for g in range(len(games)) if self.loss_count[g] > 0]))
             out["train/q_mean"] = float(torch.stack(self.q).mean())
             out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
