@@ -25,25 +25,27 @@ def test_chunks_are_slices_where_a_game_is_contiguous():
     assert chunks[0][1].tolist() == [0, 1, 6]
 
 
-def test_a_shared_parameter_takes_the_sum_rescaled_to_the_games_mean_norm():
-    # parameter 0 is a shared torso, 1 a head whose rows the games own, 2 a torso only game 1 reads
-    grads = {0: [t(3, 4), t(1, 0), None], 1: [t(0, 2), t(0, 1), t(2, 0)]}
+def test_a_shared_parameter_takes_the_sum_rescaled_row_by_row_to_the_games_mean_norm():
+    # parameter 0: a shared torso layer of 2 output channels (rows); 1: a head whose rows the games own;
+    # 2: a torso only game 1 reads
+    grads = {0: [t(3, 4, 1, 0).view(2, 2), t(1, 0), None], 1: [t(0, 2, 0, 0).view(2, 2), t(0, 1), t(2, 0)]}
     combined, norms = combine(grads, shared={0})
-    mean_norm = (5 + 2) / 2
-    torch.testing.assert_close(combined[0], t(3, 6) * mean_norm / math.sqrt(45))
+    # row 0: both games reach it, norms 5 and 2: their sum (3, 6) rescaled to norm 3.5
+    torch.testing.assert_close(combined[0][0], t(3, 6) * 3.5 / math.sqrt(45))
+    # row 1: only game 0 reaches it (learned sharing's own channel): its gradient whole
+    torch.testing.assert_close(combined[0][1], t(1, 0))
     torch.testing.assert_close(combined[1], t(1, 1))
     torch.testing.assert_close(combined[2], t(2, 0))
-    torch.testing.assert_close(norms[0], torch.tensor(math.sqrt(26.0)))
+    torch.testing.assert_close(norms[0], torch.tensor(math.sqrt(27.0)))
     torch.testing.assert_close(norms[1], torch.tensor(3.0))
 
 
-def test_each_game_is_clipped_by_its_own_norm():
-    grads = {0: [t(3, 4), t(1, 0)], 1: [t(0, 2), t(0, 1)]}
-    combined, _ = combine(grads, shared={0}, max_norm=2.0)
-    c0, c1 = 2 / (math.sqrt(26) + 1e-6), 2 / (math.sqrt(5) + 1e-6)
+def test_each_game_is_clipped_by_its_own_norm_then_weighted():
+    grads = {0: [t(3, 4).view(1, 2), t(1, 0)], 1: [t(0, 2).view(1, 2), t(0, 1)]}
+    combined, _ = combine(grads, shared={0}, max_norm=2.0, weights={0: 1.0, 1: 3.0})
+    c0, c1 = 2 / (math.sqrt(26) + 1e-6), 3 * 2 / (math.sqrt(5) + 1e-6)
     torso = t(3, 4) * c0 + t(0, 2) * c1
-    mean_norm = (5 * c0 + 2 * c1) / 2
-    torch.testing.assert_close(combined[0], torso * mean_norm / torso.norm())
+    torch.testing.assert_close(combined[0][0], torso * ((5 * c0 + 2 * c1) / 2) / torso.norm())
     torch.testing.assert_close(combined[1], t(c0, c1))
     # a game under the threshold is untouched
     combined, _ = combine({0: [t(0.3, 0.4)]}, shared=set(), max_norm=2.0)
@@ -51,12 +53,31 @@ def test_each_game_is_clipped_by_its_own_norm():
 
 
 def test_pcgrad_projects_the_shared_parameters_then_rescales():
-    grads = {0: [t(1, 0), t(5, 0)], 1: [t(-1, 1), t(0, 7)]}
+    grads = {0: [t(1, 0).view(1, 2), t(5, 0)], 1: [t(-1, 1).view(1, 2), t(0, 7)]}
     combined, _ = combine(grads, shared={0}, project=True)
     projected = t(0.5, 0.5) + t(0, 1)  # each projected off the other (they conflict: dot -1)
     torch.testing.assert_close(pcgrad(torch.stack([t(1, 0), t(-1, 1)])), projected)
-    torch.testing.assert_close(combined[0], projected * ((1 + math.sqrt(2)) / 2) / projected.norm())
+    torch.testing.assert_close(combined[0][0], projected * ((1 + math.sqrt(2)) / 2) / projected.norm())
     torch.testing.assert_close(combined[1], t(5, 7))
+
+
+@pytest.mark.parametrize("options", [dict(balance="pcgrad"), dict(gated=True)])
+def test_gradients_keep_their_parameters_memory_layout(options):
+    """Fused Adam reads a gradient in its parameter's layout: PCGrad's flat sum and a pruned layer's index
+    backward give other layouts, which must be laid out as the (channels-last) convolutions are."""
+    torch.manual_seed(0)
+    net = MultiHeadQNetwork([4, 4], width=0.25, gated=options.get("gated", False))
+    learner = DQNLearner(net, balance=options.get("balance", "equal"))
+    if net.gated:
+        with torch.no_grad():
+            net.gate_logits[1][:, :4] = -5.0  # conv2's first 4 channels closed for both games: pruned
+        learner.freeze_gates()
+        assert net.kept_channels() is not None
+    rng = np.random.default_rng(0)
+    learner.update(joined(game_batch(rng, 0, 8, 4), game_batch(rng, 1, 8, 4)))
+    for p in net.parameters():
+        if p.grad is not None:
+            assert p.grad.stride() == p.stride()
 
 
 # -- separate sharing is G independent agents ---------------------------------------------------------
@@ -119,16 +140,18 @@ def test_a_separate_run_is_two_independent_agents_fed_the_same_batches(balance, 
 
 
 def test_one_games_spike_leaves_another_games_head_step_alone():
-    """Shared torso, two games: game 1's gradient x1000 (its loss weighted 1000) changes nothing of game
-    0's head update (its own gradient, clipped by its own norm), though it moves the shared torso
-    differently. With one clip over the sum, game 1's spike shrank game 0's step."""
+    """Shared torso, two games: game 1's head scaled x1000 (its gradient into the torso with it) changes
+    nothing of game 0's head update (its own gradient, clipped by its own norm), though it moves the
+    shared torso differently. With one clip over the sum, game 1's spike shrank game 0's step."""
     rng = np.random.default_rng(0)
     batch = joined(game_batch(rng, 0, 8, 6), game_batch(rng, 1, 8, 4))
     heads, torsos = [], []
-    for weight in (1.0, 1000.0):
+    for spike in (1.0, 1000.0):
         torch.manual_seed(0)
-        learner = DQNLearner(MultiHeadQNetwork([6, 4], width=0.25), max_grad_norm=1.0, reward_clip=False,
-                             balance="weighted", task_weights=[1.0, weight])
+        learner = DQNLearner(MultiHeadQNetwork([6, 4], width=0.25), max_grad_norm=1.0, reward_clip=False)
+        with torch.no_grad():
+            learner.online.heads.weight[6:] *= spike
+            learner.target.load_state_dict(learner.online.state_dict())
         out = learner.update(batch)
         heads.append(learner.online.heads.weight[:6].detach().clone())
         torsos.append(learner.online.torsos[0].net[0].weight.detach().clone())

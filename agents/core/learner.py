@@ -5,9 +5,10 @@ depend on how many of its samples the batch happens to hold. Each game's samples
 network as a chunk of their own and each game's loss gets its own backward pass (together the
 FLOPs of one pass over the batch), so the learner holds every game's gradient and treats it as a
 one-game agent would (multitask/balance.py `combine`): clipped by its own norm, taken whole by the
-game's own parameters (head, value stream, gates, a torso of its own), and on a shared torso summed
-and rescaled to one game's gradient size. So a G-game update moves every layer about as far as a
-one-game update, and `--sharing separate` is exactly G independent agents.
+game's own parameters (head, value stream, gates, a torso or a gated channel of its own), and on a
+shared torso summed and rescaled, channel by channel, to one game's gradient size. So a G-game
+update moves every layer about as far as a one-game update, and with every game in every batch
+`--sharing separate` is exactly G independent agents.
 
 The balancer weighs or transforms the games' losses: `equal` (as they are), `weighted` (fixed
 per-game weights), `popart` (losses on PopArt-normalized targets) or `pcgrad` (per-game torso
@@ -236,7 +237,7 @@ class DQNLearner:
 
     def freeze_gates(self) -> None:
         """Learned sharing's gates fixed at their hard 0/1 values; their Adam group's rate drops to 0 so that
-        no momentum (PCGrad hands them zero gradients, not none) moves a logit across 0 afterwards. A separate
+        no momentum moves a logit across 0 afterwards (a frozen gate gets no gradient, but Adam's momentum would step it). A separate
         target takes the online gates, so both compute the same channels and Polyak averaging (the lerp of
         equal values) never moves them again."""
         if not self.target_is_online:
@@ -261,18 +262,25 @@ class DQNLearner:
     def _backward(self, losses: dict[int, torch.Tensor], extra: torch.Tensor | None) -> dict[int, torch.Tensor]:
         """Set .grad: every game's gradient from its own backward pass, combined as `combine` says, plus
         the structure costs' gradient; returns each game's gradient norm before clipping."""
-        grads = {g: torch.autograd.grad(self.weights[g] * loss, self._params, allow_unused=True)
-                 for g, loss in losses.items()}
+        grads = {g: torch.autograd.grad(loss, self._params, allow_unused=True) for g, loss in losses.items()}
         torso_of = self.online.torso_of
         readers = np.bincount([torso_of[g] for g in losses], minlength=len(self._torso_params))
         shared = set().union(*(params for params, n in zip(self._torso_params, readers) if n > 1))
-        combined, norms = combine(grads, shared, self.max_grad_norm, project=self.balance == "pcgrad")
+        weights = {g: float(self.weights[g]) for g in losses} if self.balance == "weighted" else None
+        combined, norms = combine(grads, shared, self.max_grad_norm, project=self.balance == "pcgrad",
+                                  weights=weights)
         if extra is not None and extra.requires_grad:
-            for i, x in enumerate(torch.autograd.grad(extra, self._params, allow_unused=True)):
+            costs = torch.autograd.grad(extra, self._params, allow_unused=True)
+            if not all(torch.isfinite(x).all() for x in costs if x is not None):
+                norms = {g: torch.tensor(float("nan")) for g in norms}  # refused below, as a gradient fault
+            for i, x in enumerate(costs):
                 if x is not None:
                     combined[i] = x if combined[i] is None else combined[i] + x
         for p, x in zip(self._params, combined):
-            p.grad = x
+            # fused Adam reads a gradient in its parameter's memory layout (channels-last convolutions):
+            # a gradient laid out otherwise (a view of PCGrad's flat sum, a pruned layer's index backward)
+            # would be read element for element in the wrong order
+            p.grad = x if x is None or x.stride() == p.stride() else torch.empty_like(p).copy_(x)
         return norms
 
     def _popart_step(self, target: torch.Tensor, game: torch.Tensor):

@@ -64,20 +64,24 @@ def game_chunks(game: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:
 
 
 def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_norm: float = 0.0,
-            project: bool = False) -> tuple[list[torch.Tensor | None], dict[int, torch.Tensor]]:
+            project: bool = False, weights: dict[int, float] | None = None
+            ) -> tuple[list[torch.Tensor | None], dict[int, torch.Tensor]]:
     """One update from per-game gradients, each game treated as a one-game agent would treat it.
 
     grads: per game, its gradient of every parameter (None where its loss does not reach it).
-    shared: the parameters several of these games' gradients meet on (a torso more than one reads).
+    shared: the parameters several of these games' gradients may meet on (a torso more than one reads).
+    weights: per-game multipliers (`--balance weighted`), applied after each game's clipping.
 
     1. Clipping per game: each game's gradient is clipped by its own norm over every parameter it
        reaches (`max_norm`, 0: none), so one game's spike never shrinks another's step.
     2. Parameters of one game (its head columns, value row, gate row, a torso only it reads) take
        that game's gradient: a G-game update moves them as G one-game agents would.
     3. A shared parameter takes the sum of its games' gradients (PCGrad's projected sum with
-       `project`), rescaled to the mean of their norms: the size of one game's gradient, whatever
-       the number of games. Adam's step is linear in the gradient where its eps outweighs sqrt(v)
-       (most weights of a young agent), so a sum of G gradients moved the torso up to G times as far
+       `project`), rescaled output channel by output channel (row by row) to the mean norm of the
+       games that reach that channel: the size of one game's gradient, whatever the number of games,
+       and a channel only one game reaches (learned sharing's own channels) takes that game's
+       gradient whole. Adam's step is linear in the gradient where its eps outweighs sqrt(v) (most
+       weights of a young agent), so a plain sum of G gradients moved the torso up to G times as far
        as one game would; the mean moved it 1/sqrt(G) as far when the games' gradients are unrelated
        (docs/multitask.md, "Many games, one step size").
 
@@ -85,21 +89,22 @@ def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_n
     """
     games = list(grads)
     combined: list[torch.Tensor | None] = [None] * len(grads[games[0]])
-    norm_sum: dict[int, torch.Tensor] = {}
-    readers = dict.fromkeys(shared, 0)
+    row_sum: dict[int, torch.Tensor] = {}  # shared parameter -> sum over games of their row norms
+    row_readers: dict[int, torch.Tensor] = {}  # shared parameter -> games reaching each row
     flat, totals = [], {}
     for g in games:
         present = [i for i, x in enumerate(grads[g]) if x is not None]
-        norms = dict(zip(present, torch._foreach_norm([grads[g][i] for i in present])))
-        totals[g] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+        totals[g] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([grads[g][i] for i in present])))
         coef = float(max_norm / (totals[g] + 1e-6)) if max_norm else 1.0
+        coef = min(coef, 1.0) * (1.0 if weights is None else weights[g])
         scaled = list(grads[g])  # fresh tensors of autograd's: scaled in place
-        if coef < 1.0:
+        if coef != 1.0:
             torch._foreach_mul_([scaled[i] for i in present], coef)
         for i in present:
             if i in shared:
-                norm_sum[i] = norm_sum.get(i, 0.0) + norms[i] * min(coef, 1.0)
-                readers[i] += 1
+                rows = row_norms(scaled[i])
+                row_sum[i] = rows if i not in row_sum else row_sum[i] + rows
+                row_readers[i] = (rows > 0).to(rows.dtype) + row_readers.get(i, 0.0)
             if combined[i] is None:
                 combined[i] = scaled[i].clone() if project else scaled[i]
             else:
@@ -107,14 +112,21 @@ def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_n
         if project:
             flat.append(scaled)
     if project and shared:
-        order = sorted(shared)
+        order = sorted(i for i in shared if combined[i] is not None)
         stacked = torch.stack([torch.cat([(torch.zeros_like(combined[i]) if s[i] is None else s[i]).flatten()
                                           for i in order]) for s in flat])
         parts = torch.split(pcgrad(stacked), [combined[i].numel() for i in order])
         for i, part in zip(order, parts):
-            combined[i] = part.view_as(combined[i])
-    for i in shared:
-        if readers[i] > 1:
-            target = norm_sum[i] / readers[i]
-            combined[i].mul_(target / torch.linalg.vector_norm(combined[i]).clamp(min=1e-30))
+            combined[i] = part.view(combined[i].shape)
+    for i in row_sum:
+        many = row_readers[i] > 1
+        if many.any():
+            scale = torch.where(many, row_sum[i] / row_readers[i].clamp(min=1)
+                                / row_norms(combined[i]).clamp(min=1e-30), 1.0)
+            combined[i] = combined[i] * scale.view(-1, *([1] * (combined[i].dim() - 1)))
     return combined, totals
+
+
+def row_norms(x: torch.Tensor) -> torch.Tensor:
+    """The norm of each output channel's weights (of each element, for a bias)."""
+    return x.abs() if x.dim() == 1 else torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())))
