@@ -237,8 +237,8 @@ class DQNLearner:
 
     def freeze_gates(self) -> None:
         """Learned sharing's gates fixed at their hard 0/1 values; their Adam group's rate drops to 0 so that
-        no momentum moves a logit across 0 afterwards (a frozen gate gets no gradient, but Adam's momentum would step it). A separate
-        target takes the online gates, so both compute the same channels and Polyak averaging (the lerp of
+        no momentum moves a logit across 0 afterwards (a frozen gate gets no gradient, but Adam's momentum
+        would still step it). A separate target takes the online gates, so both compute the same channels and Polyak averaging (the lerp of
         equal values) never moves them again."""
         if not self.target_is_online:
             with torch.no_grad():
@@ -272,7 +272,7 @@ class DQNLearner:
         if extra is not None and extra.requires_grad:
             costs = torch.autograd.grad(extra, self._params, allow_unused=True)
             if not all(torch.isfinite(x).all() for x in costs if x is not None):
-                norms = {g: torch.tensor(float("nan")) for g in norms}  # refused below, as a gradient fault
+                norms = {g: n * float("nan") for g, n in norms.items()}  # refused below, as a gradient fault
             for i, x in enumerate(costs):
                 if x is not None:
                     combined[i] = x if combined[i] is None else combined[i] + x
