@@ -234,7 +234,7 @@ def test_each_game_moves_as_far_per_update_with_4_games_as_alone():
     mean of the losses gave it much less (measured here: 0.55 of it over the first 20 updates for G = 4,
     heading for 1/G where Adam's eps dominates sqrt(v))."""
     alone = head_steps(1, 20, mean=False)
-    assert 0.85 < head_steps(4, 20, mean=False) / alone < 1.15
+    assert 0.8 < head_steps(4, 20, mean=False) / alone < 1.25  # 0.85 since the torso's step is one game's
     assert head_steps(4, 20, mean=True) / alone < 0.7
 
 
