@@ -1,7 +1,8 @@
 """Game ids and named suites.
 
-A game is an ale-py ROM id (`ms_pacman`, `battle_zone`); a suite is a named list of them or a
-comma-separated list. Every name is checked here, before any emulator or network is built.
+A game is an ale-py ROM id (`ms_pacman`, `battle_zone`) or a MinAtar id (`minatar/breakout`, envs/minatar.py);
+a suite is a named list of them or a comma-separated list, of one family. Every name is checked here,
+before any emulator or network is built.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import difflib
 from functools import lru_cache
 
 from ale_py import roms
+
+from mtdqn.envs import minatar
 
 
 class GameError(ValueError):
@@ -42,11 +45,13 @@ def _atari57() -> tuple[str, ...]:
 
 def suites() -> dict[str, tuple[str, ...]]:
     """Named suites, in the order `mtdqn suites` prints them."""
-    return {"atari5": ATARI5, "atari10": ATARI10, "atari26": ATARI26, "atari57": _atari57()}
+    return {"atari5": ATARI5, "atari10": ATARI10, "atari26": ATARI26, "atari57": _atari57(), **minatar.SUITES}
 
 
 def check_game(game: str) -> str:
-    """Return `game` if ale-py knows it, else raise naming the closest valid ids."""
+    """Return `game` if ale-py (or MinAtar, for `minatar/...`) knows it, else raise naming the closest valid ids."""
+    if minatar.is_minatar(game):
+        return minatar.check_game(game)
     if game in all_games():
         return game
     close = difflib.get_close_matches(game.lower().replace("-", "_"), all_games(), n=3, cutoff=0.6)
@@ -69,4 +74,9 @@ def resolve_games(spec: str) -> list[str]:
         close = difflib.get_close_matches(spec, list(named), n=3, cutoff=0.7)
         if close:
             raise GameError(f"unknown suite or game {spec!r}: did you mean {' or '.join(close)}?")
-    return [check_game(g) for g in games]
+    games = [check_game(g) for g in games]
+    families = {minatar.is_minatar(g) for g in games}
+    if len(families) > 1:
+        raise GameError(f"{spec!r} mixes MinAtar and ALE games: one run trains one family "
+                        f"(their observations and networks differ)")
+    return games

@@ -1,4 +1,4 @@
-"""Evaluation protocols and the one place that builds ale-py vector envs.
+"""Evaluation protocols and the one place that builds vector envs (ale-py's, or MinAtar's: envs/minatar.py).
 
 Every run, checkpoint and evaluation records its protocol, because scores under sticky actions
 (Machado et al. 2018) and under no-op starts (Mnih et al. 2015) are not comparable.
@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from ale_py.vector_env import AtariVectorEnv
 
-FRAMESKIP = 4  # emulator frames per agent step; budgets count emulator frames
+from mtdqn.envs import minatar
+
+FRAMESKIP = 4  # emulator frames per agent step on ALE; budgets count emulator frames (a protocol's `frameskip`)
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Protocol:
     episodic_life: bool = False
     life_loss_terminal: bool = False  # the learner's TD target stops at a lost life; the game goes on
     life_loss_reset: bool = False  # the frame stack restarts at a lost life (acting, learning, evaluation)
+    family: str = "ale"  # the games it applies to: "ale" or "minatar"
+    frameskip: int = FRAMESKIP  # emulator frames per agent step (MinAtar: 1, its budgets count steps)
+    difficulty_ramping: bool = False  # MinAtar's: the games speed up as the agent scores
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,7 +43,37 @@ PROTOCOLS = {
     # to 30 no-op starts (its MaxEpisodeEvalRunner, training and evaluation alike), a lost life is
     # terminal for the learner while the game goes on, 27,000-step cap; evaluation plays to game over.
     "atari100k": Protocol("atari100k", repeat_action_probability=0.0, noop_max=30, life_loss_terminal=True),
+    # MinAtar (Young & Tian 2019), the package's defaults: sticky actions 0.1, difficulty ramping, one frame
+    # per step; "minatar" plays each game's minimal action set, "minatar_full" all 6 as the paper did.
+    # The paper has no episode cap; the run's --max-episode-frames (108,000 steps) keeps evaluation finite.
+    **{name: Protocol(**{**p, "max_frames_per_episode": 108_000}, family="minatar", frameskip=minatar.FRAMES_PER_STEP)
+       for name, p in minatar.PROTOCOLS.items()},
 }
+
+
+def family_of(games: list[str]) -> str:
+    """'minatar' if the games are MinAtar's, 'ale' otherwise (resolve_games refuses a mix)."""
+    return "minatar" if games and minatar.is_minatar(games[0]) else "ale"
+
+
+def frame_layout(games: list[str]) -> tuple[tuple[int, ...], int]:
+    """(the shape of one stored frame, frames per observation) of the games' observations: ALE's 84x84 grey
+    frames in stacks of 4, or MinAtar's whole [channels, 10, 10] grid, one per observation. The actor keeps
+    an observation's newest frame, the replay rebuilds observations from them."""
+    if family_of(games) == "minatar":
+        return (minatar.MAX_CHANNELS, *minatar.OBS_SIZE), minatar.FRAME_STACK
+    return (84, 84), 4
+
+
+def newest_frame(obs: np.ndarray, stack: int) -> np.ndarray:
+    """The newest frame of each observation: the last of an ALE stack [N, 4, 84, 84], or the whole
+    observation when it is one (multi-channel) frame."""
+    return obs[:, -1] if stack > 1 else obs
+
+
+def default_protocol(games: list[str]) -> str:
+    """The protocol a run of `games` gets unless one is named: machado on ALE, minatar on MinAtar."""
+    return "minatar" if family_of(games) == "minatar" else "machado"
 
 
 class Lives:
@@ -79,7 +114,13 @@ def make_env(game: str, num_envs: int, protocol: Protocol, num_threads: int = 1,
     clips. With `rgb=True` it returns full-size colour frames (for videos) of the same emulation.
     `autoreset_mode="SameStep"` (for SB3, see envs/sb3.py) resets a finished env within the step
     and puts its final observation in `info["final_obs"]`; our actor uses the default NextStep.
+    A MinAtar game gets envs/minatar.py's vector env, its channels zero-padded to MAX_CHANNELS so one
+    torso reads every game (`num_threads` does not apply; it steps in the caller's thread).
     """
+    if minatar.is_minatar(game):
+        if rgb or autoreset_mode != "NextStep":
+            raise ValueError(f"{game}: MinAtar envs have no colour frames and autoreset only NextStep")
+        return minatar.make_vector_env(game, num_envs, protocol, pad_channels=minatar.MAX_CHANNELS)
     env = AtariVectorEnv(
         game, num_envs, num_threads=num_threads, frameskip=FRAMESKIP,
         repeat_action_probability=protocol.repeat_action_probability,
@@ -93,6 +134,8 @@ def make_env(game: str, num_envs: int, protocol: Protocol, num_threads: int = 1,
 
 def num_actions(game: str, protocol: Protocol) -> int:
     """Size of the game's action set under `protocol` (minimal unless full_action_space)."""
+    if minatar.is_minatar(game):
+        return minatar.FULL_ACTIONS if protocol.full_action_space else minatar.MINIMAL_ACTIONS[game]
     env = make_env(game, 1, protocol)
     n = int(env.single_action_space.n)
     env.close()

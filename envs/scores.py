@@ -2,18 +2,19 @@
 
 HNS = (score - random) / (human - random), from the 57-game reference table shipped with the
 package. A game without a reference has no HNS: it is reported raw and left out of aggregates.
-Aggregates follow rliable (Agarwal et al. 2021): IQM, median and mean with stratified-bootstrap
-confidence intervals, where the "runs" of one checkpoint are its evaluation episodes.
+A run's score on a game is the mean of its evaluation episodes; aggregates over runs and their
+intervals live in envs/statistics.py (rliable, runs as the unit).
 """
 
 from __future__ import annotations
 
 import csv
-import warnings
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
+
+from mtdqn.envs import minatar
 
 
 @lru_cache(maxsize=1)
@@ -25,7 +26,12 @@ def reference_scores() -> dict[str, tuple[float, float]]:
 
 
 def hns(game: str, score):
-    """Human-normalized score(s) of `game`, or None when the game has no reference."""
+    """The normalized score(s) of `game`, or None when the game has no reference: human-normalized on ALE;
+    on MinAtar, where no human scores exist, normalized to random = 0 and the paper's DQN = 1
+    (envs/minatar.py). A run trains one family, so the two never meet in one aggregate; reports name
+    which one they hold (`score_name`)."""
+    if minatar.is_minatar(game):
+        return minatar.normalized_score(game, score)
     ref = reference_scores().get(game)
     if ref is None:
         return None
@@ -33,38 +39,20 @@ def hns(game: str, score):
     return (np.asarray(score, dtype=np.float64) - random) / (human - random)
 
 
-AGGREGATES = ("iqm", "median", "mean")
+def score_name(games) -> str:
+    """What `hns` means for these games: 'HNS' (human-normalized) or 'DQN-normalized' (MinAtar)."""
+    return "DQN-normalized" if any(minatar.is_minatar(g) for g in games) else "HNS"
 
 
-def interval_estimates(scores: dict, func, reps: int, seed: int):
-    """rliable's `get_interval_estimates`, the same for the same seed: rliable 1.2's stratified
-    bootstraps draw their resamples from NumPy's global generator (`np.random.choice`), whatever
-    `random_state` says, so that generator is seeded here and put back as it was afterwards."""
-    from rliable import library as rly
+def aggregate_hns(episodes: list, reps: int = 2000, seed: int = 0) -> dict:
+    """One run's aggregates over its games: IQM, median, mean and optimality gap of the games' mean HNS,
+    a point estimate (one run has no interval over seeds), each with "episode_interval", a 95% interval
+    that resamples the run's evaluation episodes: how precisely this checkpoint was measured, not how
+    another seed would score. `episodes`: per game, that game's per-episode HNS."""
+    from mtdqn.envs.statistics import AGGREGATES, aggregates, within_run_interval
 
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
-            warnings.simplefilter("ignore", FutureWarning)
-            return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(seed))
-    finally:
-        np.random.set_state(saved)
-
-
-def aggregate_hns(per_episode: np.ndarray, reps: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """IQM / median / mean of an [episodes x games] HNS matrix with 95% stratified-bootstrap CIs.
-
-    Returns {"iqm": {"value", "ci_low", "ci_high"}, ...}.
-    """
-    from rliable import metrics
-
-    def stats(x):
-        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_median(x), metrics.aggregate_mean(x)])
-
-    point, interval = interval_estimates({"run": np.asarray(per_episode, dtype=np.float64)}, stats, reps, seed)
-    return {
-        name: {"value": float(point["run"][i]), "ci_low": float(interval["run"][0, i]),
-               "ci_high": float(interval["run"][1, i])}
-        for i, name in enumerate(AGGREGATES)
-    }
+    result = aggregates(np.array([[np.mean(e) for e in episodes]], dtype=np.float64))
+    within = within_run_interval([np.asarray(e, dtype=np.float64) for e in episodes], reps, seed)
+    for name in AGGREGATES:
+        result[name]["episode_interval"] = within[name]
+    return result

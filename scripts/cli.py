@@ -13,6 +13,7 @@ COMMANDS = {
     "group": "Choose which games to train together from an affinity matrix.",
     "sharing": "Show what a --sharing learned run shares: channels per game, overlaps, groups.",
     "compare": "Put runs' per-game HNS side by side: ratios, aggregates, negative transfer.",
+    "study": "Run a grid of training runs (variants x seeds) from a study file, resumably, and report over them.",
     "published": "Put Atari-100k scores beside a published agent's 100 runs per game (DrQ(eps), SPR).",
     "baseline": "Train SB3's single-task DQN on one game under the same protocol, for comparison.",
 }

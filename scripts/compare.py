@@ -1,5 +1,6 @@
-"""`mtdqn compare RUN_A RUN_B ...`: per-game HNS side by side, ratios to RUN_A, aggregates, negative transfer,
-and for run folders the frames they took to reach RUN_A's final IQM."""
+"""`mtdqn compare RUN_A RUN_B ...`: labels of one or more runs (seeds) side by side: per-game HNS over runs,
+ratios to the first label, rliable aggregates and intervals over runs, negative transfer, and for run
+folders the frames they took to reach the first label's final IQM."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ class CompareArgs:
     Join runs of different games with '+' to compare them as one (e.g. SB3 single-game baselines)."""
     labels: str | None = None
     """Comma-separated names for the runs (default: the run folder names). Runs given the same name are seeds
-    of one configuration: their episodes are pooled into one run (e.g. `--labels shared,shared,learned,learned`)."""
+    of one configuration, each a run of its own in the statistics (e.g. `--labels shared,shared,learned,learned`)."""
     out: str = "compare"
-    """Folder for compare.md, compare.csv, compare.json and compare.png."""
+    """Folder for compare.md, .csv, .json, compare_runs.csv and the figures (per-game bars, performance
+    profiles, IQM curves)."""
     track: bool = False
     """Also log the table and chart to W&B (offline without an API key or network)."""
     wandb_project: str = "mtdqn"
@@ -31,7 +33,8 @@ class CompareArgs:
 
 def main(argv: list[str]) -> None:
     args = parse_options(CompareArgs, argv, "mtdqn compare",
-                         "Compare runs per game: HNS, ratio to the first run, rliable aggregates, negative transfer.")
+                         "Compare labels of runs (seeds): per-game HNS, rliable aggregates and intervals over runs, "
+                         "probability of improvement, negative transfer.")
     if len(args.runs) < 2:
         raise UsageError(f"compare needs at least 2 runs, got {len(args.runs)}: the first is the reference")
     labels = [l.strip() for l in args.labels.split(",")] if args.labels else [None] * len(args.runs)
@@ -40,21 +43,22 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
-    from mtdqn.agents.studies.compare import CompareError, compare, load_merged, markdown, pool, write  # ale-py: after parsing
+    from mtdqn.agents.studies.compare import CompareError, compare, load_merged  # ale-py: after parsing
+    from mtdqn.agents.studies.compare_report import markdown, write
 
     try:
         runs = [load_merged(path, label) for path, label in zip(args.runs, labels)]
         names = [r.label for r in runs]
         if not args.labels and len(set(names)) != len(names):
             raise CompareError(f"two runs are both named {max(names, key=names.count)!r}: name them with --labels "
-                               f"(the same name twice pools seeds)")
-        runs = [pool([r for r in runs if r.label == name], name) for name in dict.fromkeys(names)]
-        result = compare(runs)
+                               f"(the same name twice makes them seeds of one label)")
+        grouped = {name: [r for r in runs if r.label == name] for name in dict.fromkeys(names)}
+        result = compare(grouped)
     except CompareError as e:
         raise UsageError(str(e)) from None
     for note in result["warnings"]:
         print(f"mtdqn: warning: {note}", file=sys.stderr)
-    paths = write(result, out, runs)
+    paths = write(result, out, grouped)
     print(markdown(result))
     if args.track:
         _log_to_wandb(result, paths, out, args.wandb_project)
@@ -64,23 +68,25 @@ def main(argv: list[str]) -> None:
 def _log_to_wandb(result: dict, paths: dict, out: Path, project: str) -> None:
     from mtdqn.agents.core.tracking import Tracker
 
-    tracker = Tracker.start(out, {"runs": result["runs"], "reference": result["reference"]}, track=True,
+    tracker = Tracker.start(out, {"labels": result["labels"], "reference": result["reference"]}, track=True,
                             project=project, entity=None, group=None, job_type="compare")
 
     def build():
         import wandb
 
-        labels = list(result["runs"])
-        columns = ["game"] + [f"hns/{l}" for l in labels] + ["negative_transfer"]
-        data = [[row["game"], *(row["hns"][l] for l in labels), ", ".join(row["negative_transfer"])]
-                for row in result["games"]]
+        labels = list(result["labels"])
+        columns = ["game"] + [f"hns/{l}" for l in labels] + [f"runs/{l}" for l in labels] + ["negative_transfer"]
+        data = [[row["game"], *(row["hns"][l] for l in labels), *(row["runs"][l] for l in labels),
+                 ", ".join(row["negative_transfer"])] for row in result["games"]]
         summary = {f"compare/{l}/hns_{m}": result["aggregates"][l][m]["value"] for l in labels
-                   for m in ("iqm", "median", "mean")}
+                   for m in ("iqm", "median", "mean", "optimality_gap")}
+        summary |= {f"compare/{l}/runs": result["labels"][l]["runs"] for l in labels}
         summary |= {f"compare/{l}/probability_of_improvement": p["value"]
                     for l, p in result["probability_of_improvement"].items()}
         media = {"compare/iqm_curves": wandb.Image(str(paths["curves"]))} if "curves" in paths else {}
         return {"compare/table": wandb.Table(columns=columns, data=data),
-                "compare/chart": wandb.Image(str(paths["png"])), **media, **summary}
+                "compare/chart": wandb.Image(str(paths["png"])),
+                "compare/profiles": wandb.Image(str(paths["profiles"])), **media, **summary}
 
     tracker.log_wandb(build)
     tracker.finish()

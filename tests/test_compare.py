@@ -1,11 +1,11 @@
-"""`compare` on hand-made evaluation reports: HNS, ratios, negative transfer flags and POI by hand."""
+"""`compare` on hand-made evaluation reports: HNS over runs, ratios, negative transfer and POI by hand."""
 
 import json
 
 import numpy as np
 import pytest
 
-from mtdqn.agents.studies.compare import CompareError, compare, load, load_merged, pool
+from mtdqn.agents.studies.compare import CompareError, compare, load, load_merged
 from mtdqn.agents.core.evaluation import summarize, write_report
 from mtdqn.envs import PROTOCOLS, reference_scores
 from test_cli import mtdqn
@@ -29,13 +29,15 @@ def test_hns_ratios_and_negative_transfer_by_hand(tmp_path):
     run = report(tmp_path, "shared", {"pong": at_hns("pong", [0.3, 0.3, 0.3, 0.3]),
                                       "breakout": at_hns("breakout", [0.1, 0.1, 0.1, 0.1]),
                                       "qbert": at_hns("qbert", [1.0])})
-    result = compare([load(str(ref)), load(str(run))])
+    result = compare({"separate": [load(str(ref))], "shared": [load(str(run))]})
     pong, breakout = result["games"]  # qbert is only in one run: left out
     assert [pong["game"], breakout["game"]] == ["pong", "breakout"]
     assert pong["hns"]["shared"] == pytest.approx(0.3) and pong["ratio"]["shared"] == pytest.approx(1.5)
-    assert breakout["ratio"]["shared"] == pytest.approx(0.2)
-    assert pong["negative_transfer"] == [] and breakout["negative_transfer"] == ["shared"]
-    assert breakout["difference_ci"]["shared"] == pytest.approx([-0.4, -0.4])
+    assert breakout["ratio"]["shared"] == pytest.approx(0.2) and breakout["std"]["shared"] is None
+    # one run a side: however tight its episodes, nothing is decided over seeds
+    assert breakout["negative_transfer"] == [] and breakout["undecided"] == ["shared"]
+    assert breakout["difference_ci"]["shared"] is None
+    assert result["aggregates"]["shared"]["iqm"]["ci_low"] is None and result["labels"]["shared"]["runs"] == 1
     # P(shared > separate): 1 on pong, 0 on breakout -> 0.5
     assert result["probability_of_improvement"]["shared"]["value"] == pytest.approx(0.5)
     assert result["aggregates"]["shared"]["mean"]["value"] == pytest.approx(0.2)
@@ -45,16 +47,16 @@ def test_hns_ratios_and_negative_transfer_by_hand(tmp_path):
 def test_a_ratio_needs_a_positive_reference(tmp_path):
     ref = report(tmp_path, "a", {"pong": at_hns("pong", [-0.1, 0.0])})
     run = report(tmp_path, "b", {"pong": at_hns("pong", [0.5, 0.5])})
-    assert compare([load(str(ref)), load(str(run))])["games"][0]["ratio"]["b"] is None
+    assert compare({"a": [load(str(ref))], "b": [load(str(run))]})["games"][0]["ratio"]["b"] is None
 
 
 def test_runs_that_cannot_be_compared_are_refused(tmp_path):
     ref = report(tmp_path, "a", {"pong": at_hns("pong", [0.1])})
     other = report(tmp_path, "b", {"breakout": at_hns("breakout", [0.1])})
     with pytest.raises(CompareError, match="share no game"):
-        compare([load(str(ref)), load(str(other))])
+        compare({"a": [load(str(ref))], "b": [load(str(other))]})
     with pytest.raises(CompareError, match="at least 2"):
-        compare([load(str(ref))])
+        compare({"a": [load(str(ref))]})
     with pytest.raises(CompareError, match="no evaluation yet"):
         load(str(tmp_path))
     old = tmp_path / "old" / "eval.json"
@@ -98,17 +100,17 @@ def test_single_game_runs_join_and_time_to_score_is_the_first_eval_at_the_refere
         run = report(tmp_path, "mt", {"pong": at_hns("pong", [p] * 4), "breakout": at_hns("breakout", [q] * 4)}, frames)
     slow = report(tmp_path, "slow", {"pong": at_hns("pong", [0.0] * 4), "breakout": at_hns("breakout", [0.1] * 4)})
     ref = load_merged(f"{a}+{b}", "sb3")
-    assert ref.label == "sb3" and sorted(ref.hns) == ["breakout", "pong"] and ref.iqm_curve is None
-    result = compare([ref, load(str(run)), load(str(slow))])
+    assert ref.label == "sb3" and sorted(ref.hns) == ["breakout", "pong"] and ref.curves is None
+    result = compare({"sb3": [ref], "mt": [load(str(run))], "slow": [load(str(slow))]})
     assert result["aggregates"]["sb3"]["iqm"]["value"] == pytest.approx(0.3)
-    assert load(str(run)).iqm_curve == [(100_000, pytest.approx(0.15)), (200_000, pytest.approx(0.325)),
-                                        (300_000, pytest.approx(0.5))]
+    assert [(p["frames"], p["value"]) for p in result["curves"]["mt"]] == [
+        (100_000, pytest.approx(0.15)), (200_000, pytest.approx(0.325)), (300_000, pytest.approx(0.5))]
     assert result["frames_to_reference_iqm"] == {"mt": 200_000, "slow": None}
     assert result["aggregates"]["mt"]["iqm"]["value"] == pytest.approx(0.5)  # the final evaluation is compared
     with pytest.raises(CompareError, match="'pong' twice"):
         load_merged(f"{a}+{a}")
     text = mtdqn("compare", f"{a}+{b}", run, "--labels", "sb3,mt", "--out", tmp_path / "cmp", cwd=tmp_path).stdout
-    assert "| mt | 200,000 |" in text and "IQM >= sb3's final IQM (0.300)" in text
+    assert "| mt | 200,000 |" in text and "IQM over runs >= sb3's final IQM (0.300)" in text
     assert (tmp_path / "cmp" / "compare_curves.png").stat().st_size > 10_000  # the IQM curve against sb3's line
 
 
@@ -121,28 +123,57 @@ def test_a_run_stands_for_its_most_trained_agent_and_its_deliberate_evaluation(t
                                epsilon=0.001, frames={"pong": frames}), a / "evals" / name)
     run = load(str(a))  # `mtdqn evaluate --episodes 30` of the final checkpoint, not of an older one
     assert run.hns["pong"] == pytest.approx([0.3] * 30) and run.source.endswith("frames_000400000-evaluate/eval.json")
-    assert [f for f, _ in run.iqm_curve] == [200_000, 400_000]  # the learning curve is still the periodic one
+    assert [f for f, _ in run.curves["pong"]] == [200_000, 400_000]  # the learning curve is still the periodic one
+    # a later one-game `evaluate --games pong` of a two-game run does not stand for the run
+    two = report(tmp_path, "two", {"pong": at_hns("pong", [0.1]), "breakout": at_hns("breakout", [0.2])})
+    write_report(summarize({"pong": np.array(at_hns("pong", [0.5] * 30))}, protocol=PROTOCOLS["machado"],
+                           epsilon=0.001, frames={"pong": 400_000}), two / "evals" / "frames_000400000-evaluate")
+    assert sorted(load(str(two)).hns) == ["breakout", "pong"]
 
 
-def test_seeds_given_one_label_pool_their_episodes(tmp_path):
-    """Two seeds of 'shared' (pong HNS 0.1 and 0.3, two episodes each) against one 'separate' at 0.2: pooled, the
-    mean is 0.2 and the four episodes are the run; P(shared > separate) = 0.5 (two above, two below)."""
-    ref = report(tmp_path, "separate", {"pong": at_hns("pong", [0.2] * 4)})
-    s0 = report(tmp_path / "s0", "shared", {"pong": at_hns("pong", [0.1, 0.1])})
-    s1 = report(tmp_path / "s1", "shared", {"pong": at_hns("pong", [0.3, 0.3])})
-    pooled = pool([load(str(s0)), load(str(s1))], "shared")
-    assert pooled.hns["pong"] == pytest.approx([0.1, 0.1, 0.3, 0.3]) and pooled.iqm_curve == [(400_000, pytest.approx(0.2))]
-    result = compare([load(str(ref)), pooled])
-    assert result["games"][0]["hns"]["shared"] == pytest.approx(0.2)
-    assert result["probability_of_improvement"]["shared"]["value"] == pytest.approx(0.5) and not result["warnings"]
-    one_seed = compare([load(str(ref)), load(str(s1))])  # 4 episodes against 2: P from the first 2 of each
-    assert one_seed["warnings"] == ["P(shared > separate) uses the first 2 episodes of each game: separate had more "
-                                    "(pool as many seeds on each side to use them all)"]
-    text = mtdqn("compare", ref, s0, s1, "--labels", "separate,shared,shared", "--out", tmp_path / "cmp",
-                 cwd=tmp_path).stdout
-    assert "| pong | 400,000 | 0.200 | 0.200 |" in text
-    other = report(tmp_path / "s2", "shared", {"breakout": at_hns("breakout", [0.1])})
-    with pytest.raises(CompareError, match="cover different games"):
-        pool([load(str(s0)), load(str(other))], "shared")
-    proc = mtdqn("compare", ref, s0, s1, "--out", tmp_path / "cmp2", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "same name twice pools seeds" in proc.stderr
+def seeds(tmp_path, label, values: list[float], game="pong", episodes=10):
+    """One run folder per seed, each scoring `values[k]` HNS on every one of its `episodes` episodes."""
+    return [report(tmp_path / f"s{k}", label, {game: at_hns(game, [v] * episodes)}) for k, v in enumerate(values)]
+
+
+def test_seeds_are_the_runs_tight_episodes_do_not_narrow_an_interval_when_seeds_disagree(tmp_path):
+    """Each seed's 10 episodes are identical (no spread within a run) but the 'wild' seeds score 0.0, 0.5 and 1.0:
+    the interval over runs is wide and decides nothing, while 'steady' seeds 0.48-0.52 give a narrow one."""
+    steady = [load(str(p)) for p in seeds(tmp_path / "a", "steady", [0.48, 0.5, 0.52])]
+    wild = [load(str(p)) for p in seeds(tmp_path / "b", "wild", [0.0, 0.5, 1.0])]
+    result = compare({"steady": steady, "wild": wild})
+    row = result["games"][0]
+    assert row["hns"] == {"steady": pytest.approx(0.5), "wild": pytest.approx(0.5)}
+    assert row["runs"] == {"steady": 3, "wild": 3} and row["std"]["wild"] == pytest.approx(0.5)
+    low, high = row["difference_ci"]["wild"]
+    assert low <= -0.3 and high >= 0.3 and row["negative_transfer"] == [] and row["undecided"] == []
+    two = compare({"steady": steady[:2], "wild": wild[:2]})["games"][0]  # an interval, but no decision from 2 runs
+    assert two["difference_ci"]["wild"] is not None and two["undecided"] == ["wild"]
+    wide, narrow = result["aggregates"]["wild"]["mean"], result["aggregates"]["steady"]["mean"]
+    assert wide["ci_high"] - wide["ci_low"] >= 0.6 and narrow["ci_high"] - narrow["ci_low"] <= 0.05
+    # P(wild > steady) by hand: wild's 1.0 beats all 3, its 0.5 beats 0.48 and ties 0.5 (half), 0.0 beats none
+    assert result["pairs"]["steady > wild"]["value"] == pytest.approx(1 - (3 + 1.5) / 9)
+    assert result["probability_of_improvement"]["wild"]["value"] == pytest.approx((3 + 1.5) / 9)
+
+
+def test_negative_transfer_is_decided_over_runs(tmp_path):
+    separate = [load(str(p)) for p in seeds(tmp_path / "a", "separate", [0.48, 0.5, 0.52])]
+    shared = [load(str(p)) for p in seeds(tmp_path / "b", "shared", [0.08, 0.1, 0.12])]
+    row = compare({"separate": separate, "shared": shared})["games"][0]
+    assert row["negative_transfer"] == ["shared"] and row["difference_ci"]["shared"][1] < 0
+    assert row["difference_ci"]["shared"][0] >= -0.44 - 1e-9  # the most extreme resample: 0.08 - 0.52
+
+
+def test_the_cli_takes_seeds_per_label_and_says_how_many(tmp_path):
+    ref = seeds(tmp_path / "a", "separate", [0.2, 0.3])
+    shared = seeds(tmp_path / "b", "shared", [0.1, 0.3, 0.5])
+    text = mtdqn("compare", *ref, *shared, "--labels", "separate,separate,shared,shared,shared",
+                 "--out", tmp_path / "cmp", cwd=tmp_path).stdout
+    assert "Runs per label: separate 2, shared 3." in text
+    assert "| pong | 400,000 | 0.250 ± 0.071 | 0.300 ± 0.200 | 1.20 | -; undecided (< 3 runs a side): shared |" in text
+    assert "| shared | 3 | 400,000 |" in text and "| separate > shared | 2 vs 3 |" in text
+    runs_csv = (tmp_path / "cmp" / "compare_runs.csv").read_text().splitlines()
+    assert runs_csv[0] == "label,run,game,hns,episodes,frames" and len(runs_csv) == 6
+    assert (tmp_path / "cmp" / "compare_profiles.png").stat().st_size > 10_000
+    proc = mtdqn("compare", ref[0], shared[0], shared[1], "--out", tmp_path / "cmp2", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "makes them seeds of one label" in proc.stderr

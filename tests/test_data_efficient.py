@@ -63,7 +63,7 @@ def test_the_learner_shifts_states_and_successors_independently(monkeypatch, shi
     offsets; with shift_per=game the draws are grouped by the stacks' games."""
     seen = []
     monkeypatch.setattr("mtdqn.agents.core.augment.random_shift",
-                        lambda x, pad, groups=None: seen.append((pad, x.clone(), groups)) or x.flip(-1))
+                        lambda x, pad, generator=None, groups=None: seen.append((pad, x.clone(), groups)) or x.flip(-1))
     net = MultiHeadQNetwork([3, 2])
     learner = DQNLearner(net, random_shift=4, shift_per=shift_per)
     obs = np.random.default_rng(0).integers(0, 255, (4, 4, 84, 84), dtype=np.uint8)

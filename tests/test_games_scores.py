@@ -9,9 +9,9 @@ from mtdqn.envs.games import all_games
 
 def test_suites_have_the_published_sizes_and_valid_ids():
     sizes = {name: len(games) for name, games in suites().items()}
-    assert sizes == {"atari5": 5, "atari10": 10, "atari26": 26, "atari57": 57}
-    for games in suites().values():
-        assert set(games) <= set(all_games())
+    assert sizes == {"atari5": 5, "atari10": 10, "atari26": 26, "atari57": 57, "minatar": 5}
+    for name, games in suites().items():
+        assert set(games) <= set(all_games()) or name == "minatar"
     assert resolve_games("atari5") == ["battle_zone", "double_dunk", "name_this_game", "phoenix", "qbert"]
 
 
@@ -61,34 +61,35 @@ def test_reference_table_is_the_57_games():
     assert refs["montezuma_revenge"] == (0.0, 4753.3)
 
 
-def test_aggregates_match_hand_computed_values():
-    # 4 episodes x 4 games; per-game means 0, 1, 2, 10
-    scores = np.array([[0.0, 1.0, 2.0, 10.0]] * 4)
-    agg = aggregate_hns(scores, reps=200)
-    assert agg["mean"]["value"] == pytest.approx(13 / 4)
-    assert agg["median"]["value"] == pytest.approx(1.5)
-    # IQM over all 16 entries: drop the lowest and highest 4 -> four 1s and four 2s
-    assert agg["iqm"]["value"] == pytest.approx(1.5)
-    # identical episodes: the bootstrap cannot move the estimate
-    for a in agg.values():
-        assert a["ci_low"] == pytest.approx(a["value"]) and a["ci_high"] == pytest.approx(a["value"])
+def test_one_runs_aggregates_are_over_its_games_means_with_an_episode_interval_only():
+    # one run, 4 games with per-game mean HNS 0, 1, 2, 10 (4 identical episodes each)
+    episodes = [np.full(4, v) for v in (0.0, 1.0, 2.0, 10.0)]
+    agg = aggregate_hns(episodes, reps=200)
+    assert agg["runs"] == 1 and agg["interval"] == "1 run: no interval over seeds"
+    assert agg["mean"]["value"] == pytest.approx(13 / 4) and agg["median"]["value"] == pytest.approx(1.5)
+    assert agg["iqm"]["value"] == pytest.approx(1.5)  # of 4 game means, the middle two
+    assert agg["optimality_gap"]["value"] == pytest.approx((1 + 0 + 0 + 0) / 4)  # only the 0 is below 1
+    for name in ("iqm", "median", "mean", "optimality_gap"):
+        assert agg[name]["ci_low"] is None and agg[name]["ci_high"] is None
+        # identical episodes: resampling them cannot move the estimate
+        assert agg[name]["episode_interval"] == pytest.approx([agg[name]["value"]] * 2)
 
 
-def test_aggregate_intervals_cover_the_estimate_when_episodes_vary():
+def test_the_episode_interval_covers_the_estimate_when_episodes_vary_and_games_may_differ_in_episodes():
     rng = np.random.default_rng(0)
-    scores = rng.normal(loc=[0.2, 0.5, 1.0], scale=0.3, size=(10, 3))
-    agg = aggregate_hns(scores, reps=500)
-    for a in agg.values():
-        assert a["ci_low"] < a["value"] < a["ci_high"]
+    episodes = [rng.normal(m, 0.3, n) for m, n in ((0.2, 10), (0.5, 7), (1.0, 12))]
+    agg = aggregate_hns(episodes, reps=500)
+    assert agg["mean"]["value"] == pytest.approx(np.mean([e.mean() for e in episodes]))
+    for name in ("iqm", "median", "mean"):
+        low, high = agg[name]["episode_interval"]
+        assert low < agg[name]["value"] < high
 
 
-def test_aggregate_intervals_are_the_same_for_the_same_seed_and_leave_numpy_alone():
-    """rliable 1.2 resamples with NumPy's global generator whatever random_state it is given; the
-    interval must still depend on the seed alone, and the caller's global generator be left as it was."""
-    scores = np.random.default_rng(0).random((30, 2))
+def test_the_episode_interval_is_the_same_for_the_same_seed_and_leaves_numpy_alone():
+    episodes = list(np.random.default_rng(0).random((2, 30)))
     np.random.seed(7)
     expected_draw = np.random.random()
     np.random.seed(7)
-    first, again = aggregate_hns(scores, reps=300), aggregate_hns(scores, reps=300)
-    assert first == again and aggregate_hns(scores, reps=300, seed=1) != first
+    first, again = aggregate_hns(episodes, reps=300), aggregate_hns(episodes, reps=300)
+    assert first == again and aggregate_hns(episodes, reps=300, seed=1) != first
     assert np.random.random() == expected_draw

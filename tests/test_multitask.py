@@ -109,14 +109,16 @@ def test_affinity_and_group_feed_grouped_sharing(runs):
 def test_compare_puts_runs_side_by_side(runs, tmp_path):
     proc = mtdqn("compare", runs["separate-weighted"]["run"], runs["shared-popart"]["run"], "--labels",
                  "separate,shared", "--out", tmp_path / "cmp", cwd=tmp_path)
-    assert "| game | frames | HNS separate | HNS shared | shared / separate | negative transfer |" in proc.stdout
-    assert "| separate | " in proc.stdout and "P(run > reference)" in proc.stdout
+    assert ("| game | frames | HNS separate (1 run) | HNS shared (1 run) | shared / separate | negative transfer |"
+            in proc.stdout)
+    assert "| separate | 1 | " in proc.stdout and "| separate > shared | 1 vs 1 |" in proc.stdout
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [row["game"] for row in result["games"]] == ["pong", "breakout"]
     # run folders with periodic evaluations also get the time-to-score table and IQM curves
     assert "Time to score" in proc.stdout and set(result["frames_to_reference_iqm"]) == {"shared"}
     assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"compare.json", "compare.md", "compare.csv",
-                                                              "compare.png", "compare_curves.png"}
+                                                              "compare_runs.csv", "compare.png",
+                                                              "compare_profiles.png", "compare_curves.png"}
 
 
 @pytest.mark.parametrize("flags, message", [

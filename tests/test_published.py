@@ -1,4 +1,4 @@
-"""`mtdqn published`: evaluation reports against the published 100-run quartiles, checked by hand."""
+"""`mtdqn published`: our runs against the published agents' 100 runs per game, checked by hand."""
 
 import json
 from dataclasses import replace
@@ -10,7 +10,8 @@ from mtdqn.agents.studies.compare import CompareError
 from mtdqn.agents.core.evaluation import summarize, write_report
 from mtdqn.agents.studies.reproduction import against, gather
 from mtdqn.envs import PROTOCOLS, hns
-from mtdqn.envs.published import iqm_over_games, published_scores
+from mtdqn.envs.published import iqm_distribution, published_runs, published_scores
+from mtdqn.envs.statistics import percentile_of
 from test_cli import mtdqn
 
 
@@ -35,28 +36,45 @@ def test_the_shipped_table_is_the_reference_csv():
         published_scores("rainbow")
 
 
-def test_iqm_over_games_is_the_mean_of_the_middle_half():
-    assert iqm_over_games([10.0, 1.0, 3.0, 2.0]) == 2.5  # of 4 games, the two middle ones
-    assert iqm_over_games([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0]) == 4.5  # 8: drop 2 at each end
-
-
-def test_inside_gaps_and_iqm_by_hand(tmp_path):
+def test_percentiles_inside_and_the_k_run_iqm_by_hand(tmp_path):
     a = run(tmp_path, "frostbite", {"frostbite": [200.0, 200.0]})
     b = run(tmp_path, "mt", {"seaquest": [340.0, 360.0], "gopher": [800.0, 800.0], "amidar": [120.0, 150.0]})
-    result = against(gather([str(a), str(b)]))
+    result = against(gather([str(a), str(b)]), draws=2000)
     rows = {r["game"]: r for r in result["games"]}
-    assert rows["frostbite"]["gap"] == pytest.approx(200.0 - 256.6)
-    assert rows["frostbite"]["gap_of_median"] == pytest.approx((200.0 - 256.6) / 528.8)
-    assert rows["gopher"]["gap"] == pytest.approx(800.0 - 755.4) and not rows["gopher"]["inside"]
-    assert rows["seaquest"]["inside"] and rows["amidar"]["inside"] and rows["amidar"]["mean"] == 135.0
-    assert result["inside"] == 2 and rows["seaquest"]["others"] == {"spr": 558.1}
+    assert rows["amidar"]["means"] == [135.0] and rows["amidar"]["inside"] == [True]
+    assert rows["frostbite"]["inside"] == [False] and rows["gopher"]["inside"] == [False]  # 800 > p75 755.4
+    frostbite = published_runs("drq-eps")["frostbite"]
+    assert rows["frostbite"]["percentiles"] == [pytest.approx(100 * np.mean(frostbite < 200.0))]
+    assert result["inside"] == 2 and result["run_games"] == 4 and rows["seaquest"]["others"] == {"spr": 558.1}
+    # our IQM: one run per game, 4 games -> the mean of the middle two HNS; no interval over seeds
     ours = sorted(float(hns(g, m)) for g, m in (("frostbite", 200.0), ("seaquest", 350.0), ("gopher", 800.0),
                                                  ("amidar", 135.0)))
-    assert result["iqm_over_games"]["mtdqn"] == pytest.approx((ours[1] + ours[2]) / 2)
-    drq = sorted(float(hns(g, m)) for g, m in (("frostbite", 1014.2), ("seaquest", 352.3), ("gopher", 621.6),
-                                                ("amidar", 137.8)))
-    assert result["iqm_over_games"]["drq-eps"] == pytest.approx((drq[1] + drq[2]) / 2)
-    assert result["rliable_iqm"]["episodes_per_game"] == 2 and result["warnings"] == []
+    assert result["iqm"]["value"] == pytest.approx((ours[1] + ours[2]) / 2) and result["iqm"]["ci_low"] is None
+    dist = iqm_distribution("drq-eps", list(rows), 1, 2000)
+    assert result["published_iqm"]["drq-eps"] == {"median": pytest.approx(np.median(dist)),
+                                                  "p25": pytest.approx(np.percentile(dist, 25)),
+                                                  "p75": pytest.approx(np.percentile(dist, 75)),
+                                                  "ours_percentile": pytest.approx(percentile_of(result["iqm"]["value"], dist))}
+    assert result["runs_per_game"] == 1 and result["warnings"] == []
+
+
+def test_seeds_of_a_game_are_its_runs_and_every_game_needs_as_many(tmp_path):
+    """Two seeds per game: each gets its percentile and verdict; the IQM pools 2 runs x 2 games (of the 4 values,
+    25% = 1 trimmed from each end: the mean of the middle two) and has an interval over runs."""
+    s0 = run(tmp_path / "s0", "mt", {"frostbite": [100.0], "amidar": [100.0]})
+    s1 = run(tmp_path / "s1", "mt", {"frostbite": [2000.0], "amidar": [150.0]})
+    result = against(gather([str(s0), str(s1)]), draws=500)
+    rows = {r["game"]: r for r in result["games"]}
+    assert rows["frostbite"]["means"] == [100.0, 2000.0] and rows["frostbite"]["inside"] == [False, False]
+    assert rows["amidar"]["inside"] == [False, True] and result["runs_per_game"] == 2
+    values = sorted(float(hns(g, m)) for g, m in (("frostbite", 100.0), ("frostbite", 2000.0), ("amidar", 100.0),
+                                                   ("amidar", 150.0)))
+    assert result["iqm"]["value"] == pytest.approx((values[1] + values[2]) / 2) and result["iqm"]["ci_low"] is not None
+    lone = run(tmp_path / "s2", "mt", {"frostbite": [100.0]})
+    with pytest.raises(CompareError, match="same number of runs.*frostbite 3, amidar 2"):
+        gather([str(s0), str(s1), str(lone)])
+    with pytest.raises(CompareError, match="is given twice"):
+        gather([str(s0), str(s0)])
 
 
 def test_off_protocol_or_budget_is_warned_and_unknown_or_repeated_games_refused(tmp_path):
@@ -75,19 +93,20 @@ def test_off_protocol_or_budget_is_warned_and_unknown_or_repeated_games_refused(
         "had: amidar, gopher"]
     with pytest.raises(CompareError, match="'space_invaders' has no published DrQ"):
         against(gather([str(run(tmp_path, "si", {"space_invaders": [0.0]}))]))
-    with pytest.raises(CompareError, match="'frostbite' is evaluated in both"):
+    with pytest.raises(CompareError, match="is given twice"):
         gather([str(short), str(short)])
 
 
 def test_cli_writes_table_figure_and_curve_and_errors_in_one_line(tmp_path):
     a = run(tmp_path, "a", {"frostbite": [500.0], "seaquest": [100.0]}, frames=[200_000, 400_000])
     proc = mtdqn("published", a, "--agent", "spr", "--out", tmp_path / "pub", cwd=tmp_path)
-    assert "1 of 2 games inside SPR's published [p25, p75]." in proc.stdout
-    assert "| seaquest | 1 | 100.0 |" in proc.stdout
+    assert "1 of 2 run-games inside SPR's published [p25, p75]" in proc.stdout
+    assert "| seaquest | 1 | 100.0 |" in proc.stdout and "(1 run: no interval over seeds)" in proc.stdout
+    assert "| SPR | " in proc.stdout and "| DrQ(ε) | " in proc.stdout
     saved = json.loads((tmp_path / "pub" / "published.json").read_text())
     assert saved["agent"] == "spr" and saved["inside"] == 1
     assert (tmp_path / "pub" / "published.png").stat().st_size > 10_000
-    assert (tmp_path / "pub" / "published.csv").read_text().splitlines()[0].startswith("game,frames,episodes,mean")
+    assert (tmp_path / "pub" / "published.csv").read_text().splitlines()[0].startswith("game,source,frames,episodes")
     (tmp_path / "file").write_text("x")
     for args, message in (([a, "--out", tmp_path / "file"], "is a file"), ([tmp_path / "none"], "neither a run"),
                           ([a, "--agent", "rainbow"], "rainbow")):

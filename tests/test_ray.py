@@ -173,7 +173,8 @@ def test_ray_checkpoint_evaluates_and_resumes_locally_and_back(ray_run, tmp_path
     assert state["learner"]["updates"] > t.learner.updates
 
     again = RayTrainer(config(run, frames_per_game=4800), run, state=state)
-    assert again.learning_starts == state["learning_starts"] and again.actor.rng.bit_generator.state == state["rng"]["actor"]
+    # the Ray actors' generation seeds come from the run's emulator stream, restored
+    assert again.learning_starts == state["learning_starts"] and again.actor.rng.bit_generator.state == state["rng"]["emulator"]
     again.run()
     final = checkpoint.load(checkpoint.latest(run))
     assert min(final["frames"]) >= 4800 and final["learner"]["updates"] > state["learner"]["updates"]
@@ -181,9 +182,14 @@ def test_ray_checkpoint_evaluates_and_resumes_locally_and_back(ray_run, tmp_path
         assert torch.isfinite(v).all(), k
 
 
-def test_a_run_resumed_past_21474_frames_per_game_gets_valid_env_seeds():
-    """A resume seeds its envs from the frames done (either backend); the seeds used to overflow ale-py's."""
-    Actor(["pong"], 1, PROTOCOLS["machado"], seed=0, env_seed=250_000).close()
+def test_a_resumed_run_gets_valid_env_seeds():
+    """A resume seeds its envs from the saved emulator stream (either backend), below ale-py's 2**31
+    however far the stream has gone (seeds computed from the frames done overflowed past 21,474)."""
+    emulator = np.random.default_rng(250_000)
+    emulator.integers(2**31, size=10_000)
+    actor = Actor(["pong"], 2, PROTOCOLS["machado"], seed=0, emulator=emulator)
+    actor.close()
+    assert all(0 <= s < 2**31 for s in actor.env_seeds[0]) and len(set(actor.env_seeds[0])) == 2
 
 
 @pytest.mark.parametrize("argv, message", [

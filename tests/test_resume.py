@@ -186,7 +186,7 @@ def test_resume_restores_every_rng_and_two_resumes_continue_identically(tmp_path
     for name in ("b", "c"):  # two resumes of the same checkpoint, budget raised to 2400
         shutil.copytree(tmp_path / "a", tmp_path / name)
         t = Trainer(config(tmp_path / name, save_replay=True), tmp_path / name, state=state)
-        assert t.actor.rng.bit_generator.state == state["rng"]["actor"]
+        assert t.actor.rng.bit_generator.state == state["rng"]["exploration"]
         assert t.replay.rng.bit_generator.state == state["rng"]["replay"]
         assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
         assert t.learning_starts == state["learning_starts"] == 800  # replay restored: no refill needed

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from mtdqn.agents.studies.compare import compare, load, markdown
+from mtdqn.agents.studies.compare import compare, load
+from mtdqn.agents.studies.compare_report import markdown
 from mtdqn.agents.training.config import parse_number
 from mtdqn.scripts.bench import faster_precision
 from mtdqn.scripts.train import parse
@@ -47,13 +48,13 @@ def test_a_non_integral_value_for_an_integer_is_still_refused(tmp_path):
 def test_compare_warns_for_dropped_games_and_different_budgets(tmp_path):
     a = report(tmp_path, "a", {"pong": at_hns("pong", [0.2, 0.2]), "qbert": at_hns("qbert", [0.1, 0.1])}, 400_000)
     b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3, 0.3])}, 100_000)
-    result = compare([load(str(a)), load(str(b))])
+    result = compare({"a": [load(str(a))], "b": [load(str(b))]})
     assert result["warnings"] == [
         "qbert is not in every run (missing from b): dropped from the comparison",
         "the runs were trained for different frames per game (a 400,000; b 100,000): "
         "their scores are not at one budget"]
     assert result["frames_per_game"] == {"a": "400,000", "b": "100,000"}
-    assert "| a | 400,000 | " in markdown(result) and "| b | 100,000 | " in markdown(result)
+    assert "| a | 1 | 400,000 | " in markdown(result) and "| b | 1 | 100,000 | " in markdown(result)
     proc = mtdqn("compare", a, b, "--out", tmp_path / "cmp", cwd=tmp_path)
     assert [l for l in proc.stderr.splitlines() if l.startswith("mtdqn: warning: ")] == [
         f"mtdqn: warning: {w}" for w in result["warnings"]]
@@ -62,7 +63,7 @@ def test_compare_warns_for_dropped_games_and_different_budgets(tmp_path):
 def test_compare_does_not_warn_for_the_frames_a_run_overshoots_by(tmp_path):
     a = report(tmp_path, "a", {"pong": at_hns("pong", [0.2, 0.2])}, 75_008)
     b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3, 0.3])}, 75_012)
-    assert compare([load(str(a)), load(str(b))])["warnings"] == []
+    assert compare({"a": [load(str(a))], "b": [load(str(b))]})["warnings"] == []
 
 
 def test_bench_says_which_precision_is_faster_here():

@@ -15,7 +15,8 @@ GAMES = "pong,breakout"
 FIRST = ["--suite", GAMES, "--frames-per-game", "1200", "--learning-starts", "400", "--envs-per-game", "1",
          "--eval-interval", "0", "--eval-episodes", "1", "--max-episode-frames", "200", "--replay-size", "1000",
          "--log-interval", "400", "--target-update-period", "50", "--conflict-interval", "0",
-         "--checkpoint-interval", "400", "--track", "--wandb-project", "mtdqn-test"]
+         "--checkpoint-interval", "400", "--track", "--wandb-project", "mtdqn-test",
+         "--wandb-tags", "variant:shared, seed:0"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def test_run_files_and_tags_are_in_the_wandb_run(resumed):
     assert (files / "command.txt").read_text().startswith("mtdqn train --suite pong,breakout")
     assert (files / "metrics.jsonl").read_text().splitlines()[0].startswith('{"frames_per_game": 400')
     record = wandb_records.run_record(segments(run)[0])
-    assert sorted(record.tags) == ["balance:equal", "preset:none", "sharing:shared", f"suite:{GAMES}"]
+    assert sorted(record.tags) == ["balance:equal", "preset:none", "seed:0", "sharing:shared", f"suite:{GAMES}",
+                                   "variant:shared"]
 
 
 def test_a_resumed_offline_run_is_a_second_wandb_run_in_the_same_group(resumed):

@@ -13,14 +13,16 @@ import numpy as np
 import torch
 
 from mtdqn.agents.core.learner import Precision, autocast, epsilon_greedy
-from mtdqn.envs import FRAMESKIP, Lives, Protocol, make_env
+from mtdqn.agents.core.streams import Streams, emulator_seeds
+from mtdqn.envs import Lives, Protocol, make_env
+from mtdqn.envs.protocol import frame_layout, newest_frame
 
 
 @dataclass
 class ActorStep:
     """One vector step of all games; arrays are [num_games * envs_per_game], game-major."""
 
-    frame: np.ndarray  # uint8 [N, 84, 84]: newest frame of the observation acted on
+    frame: np.ndarray  # uint8 [N, 84, 84]: newest frame of the observation acted on (MinAtar: [N, C, 10, 10])
     action: np.ndarray
     reward: np.ndarray  # raw game reward
     terminated: np.ndarray  # no bootstrap past this step (with life_loss_terminal also a lost life)
@@ -44,10 +46,14 @@ class Actor:
     `episodic_life` restarts the game at a lost life instead, so the agent would only see first lives.
     With the protocol's `life_loss_reset` the frame stack restarts there too, as Dopamine's does: the
     actor acts on zeroed older frames, and the replay (`terminal_ends_stack`) stacks alike.
+
+    Its emulators are seeded from the `emulator` stream and epsilon-greedy draws from `exploration`
+    (core/streams.py); either not given is spawned from `seed` as a run's would be.
     """
 
     def __init__(self, games: list[str], envs_per_game: int, protocol: Protocol, seed: int,
-                 env_threads: int = 1, device: str | torch.device = "cpu", env_seed: int | None = None):
+                 env_threads: int = 1, device: str | torch.device = "cpu",
+                 emulator: np.random.Generator | None = None, exploration: np.random.Generator | None = None):
         if protocol.life_loss_reset and not protocol.life_loss_terminal:  # else the replay would not restart stacks
             raise ValueError("life_loss_reset needs life_loss_terminal=True: the replay restarts a stack only "
                              "after a terminated slot")
@@ -55,13 +61,18 @@ class Actor:
         self.life_loss_terminal = protocol.life_loss_terminal
         self.life_loss_reset = protocol.life_loss_reset
         self.envs_per_game = envs_per_game
+        self.frameskip = protocol.frameskip
+        self.stack = frame_layout(games)[1]
         self.device = torch.device(device)
         self.envs = [make_env(g, envs_per_game, protocol, num_threads=env_threads) for g in games]
         self.lanes = [envs_per_game] * len(games)  # replay lanes per game: one per env
         self.action_counts = [int(env.single_action_space.n) for env in self.envs]
-        # distinct, reproducible emulator seeds per game and env (ale-py takes them below 2**31)
-        env_seed = seed if env_seed is None else env_seed
-        resets = [env.reset(seed=(env_seed * 100_003 + i * envs_per_game) % 2**31) for i, env in enumerate(self.envs)]
+        if emulator is None or exploration is None:
+            streams = Streams.spawn(seed)
+            emulator = streams.emulator if emulator is None else emulator
+            exploration = streams.exploration if exploration is None else exploration
+        self.env_seeds = emulator_seeds(emulator, len(games), envs_per_game)  # one per env of each game
+        resets = [env.reset(seed=seeds) for env, seeds in zip(self.envs, self.env_seeds)]
         self.obs = np.concatenate([obs for obs, _ in resets])
         self.lives = Lives(np.concatenate([info["lives"] for _, info in resets]))
         n = len(self.obs)
@@ -72,7 +83,7 @@ class Actor:
         self.final = np.zeros(n, dtype=bool)  # the current observation ends an episode
         self.returns = np.zeros(n, dtype=np.float64)
         self.lengths = np.zeros(n, dtype=np.int64)
-        self.rng = np.random.default_rng(seed)
+        self.rng = exploration
         self._pending: np.ndarray | None = None
 
     def act(self, network, epsilon: np.ndarray, precision: Precision = "fp32") -> np.ndarray:
@@ -99,15 +110,15 @@ class Actor:
             life_lost = self.lives.step(lives, next_obs if self.life_loss_reset else None) & applied
             life_lost &= self.life_loss_terminal
         step = ActorStep(
-            frame=self.obs[:, -1], action=self._pending, reward=reward, terminated=terminated | life_lost,
+            frame=newest_frame(self.obs, self.stack), action=self._pending, reward=reward, terminated=terminated | life_lost,
             truncated=truncated, first=self.first,
-            frames=np.bincount(self.game_ids, weights=applied, minlength=len(self.games)).astype(np.int64) * FRAMESKIP,
+            frames=np.bincount(self.game_ids, weights=applied, minlength=len(self.games)).astype(np.int64) * self.frameskip,
         )
         self.returns += reward
         self.lengths += applied
         done = terminated | truncated
         for i in np.flatnonzero(done):
-            step.episodes.append((int(self.game_ids[i]), float(self.returns[i]), int(self.lengths[i]) * FRAMESKIP))
+            step.episodes.append((int(self.game_ids[i]), float(self.returns[i]), int(self.lengths[i]) * self.frameskip))
         self.returns[done] = 0.0
         self.lengths[done] = 0
         self.first = self.final.copy()

@@ -46,7 +46,9 @@ def intensity(frames: torch.Tensor, scale: float, generator: torch.Generator | N
     return frames * (1.0 + scale * noise)
 
 
-def augment(frames: torch.Tensor, pad: int, scale: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+def augment(frames: torch.Tensor, pad: int, scale: float, groups: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 stacks -> float stacks scaled to [0, 1], shifted by up to `pad` pixels (one offset per
-    stack, or per group of `groups`) and intensity-scaled (one factor per stack)."""
-    return intensity(random_shift(frames, pad, groups=groups).float() / 255.0, scale)
+    stack, or per group of `groups`) and intensity-scaled (one factor per stack); offsets and factors
+    drawn from `generator` (a CPU one), or torch's global RNG if None."""
+    return intensity(random_shift(frames, pad, generator=generator, groups=groups).float() / 255.0, scale, generator)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from mtdqn.agents.core.learner import epsilon_greedy
-from mtdqn.envs import Lives, Protocol, aggregate_hns, hns, make_env
+from mtdqn.envs import Lives, Protocol, aggregate_hns, hns, make_env, minatar
+from mtdqn.envs.scores import score_name
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones
 
@@ -76,31 +77,34 @@ def record_video(network, game: str, game_id: int, protocol: Protocol, epsilon: 
 
     A colour env runs the same emulation in lockstep with the grayscale one the network sees
     (same seed, same actions: ALE is deterministic), so the video shows exactly the scored episode.
+    A MinAtar game has no colour frames: its grid is drawn (envs/minatar.py `rgb_frames`).
     """
     import imageio.v2 as imageio
 
     device = torch.device(device)
-    env, rgb_env = make_env(game, 1, protocol), make_env(game, 1, protocol, rgb=True)
+    grid = minatar.is_minatar(game)
+    env, rgb_env = make_env(game, 1, protocol), None if grid else make_env(game, 1, protocol, rgb=True)
     run_seed = EVAL_SEED_OFFSET + seed * 1000 + 999
     obs, info = env.reset(seed=run_seed)
     lives = Lives(info["lives"])
-    rgb, _ = rgb_env.reset(seed=run_seed)
+    rgb = minatar.rgb_frames(obs[:1]) if grid else rgb_env.reset(seed=run_seed)[0]
     head = torch.tensor([game_id], device=device)
     rng = np.random.default_rng(run_seed)
-    frames, score, done = [rgb[0, 0]], 0.0, False
+    frames, score, done = [rgb[0] if grid else rgb[0, 0]], 0.0, False
     network.eval()
     while not done:
         action = epsilon_greedy(network, obs, head, np.array([int(env.single_action_space.n)]), epsilon, rng, device)
         obs, reward, term, trunc, info = env.step(action)
         if protocol.life_loss_reset:
             lives.step(info["lives"], obs)
-        rgb, *_ = rgb_env.step(action)
-        frames.append(rgb[0, 0])
+        rgb = minatar.rgb_frames(obs[:1]) if grid else rgb_env.step(action)[0]
+        frames.append(rgb[0] if grid else rgb[0, 0])
         score += float(reward[0])
         done = bool(term[0] or trunc[0])
     network.train()
     env.close()
-    rgb_env.close()
+    if rgb_env is not None:
+        rgb_env.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(path, frames, fps=15, macro_block_size=1)  # 60 Hz / frameskip 4
     return score
@@ -121,28 +125,32 @@ def summarize(returns: dict[str, np.ndarray], *, protocol: Protocol, epsilon: fl
             with_ref.append(episode_hns)
         records.append(record)
     aggregate = {"games_with_reference": len(with_ref)}
-    if with_ref and len({len(s) for s in with_ref}) == 1:
-        aggregate.update(aggregate_hns(np.stack(with_ref, axis=1)))
+    if with_ref:
+        aggregate.update(aggregate_hns(with_ref))
     return {"source": source, "protocol": protocol.to_dict(), "epsilon": epsilon,
             "games": records, "aggregate": aggregate}
 
 
 def markdown_table(report: dict) -> str:
-    lines = ["| game | frames | episodes | raw mean | raw std | HNS |", "|---|---:|---:|---:|---:|---:|"]
+    name = score_name([r["game"] for r in report["games"]])  # HNS, or MinAtar's DQN-normalized score
+    lines = [f"| game | frames | episodes | raw mean | raw std | {name} |", "|---|---:|---:|---:|---:|---:|"]
     for r in report["games"]:
         hns_text = f"{r['hns']:.3f}" if "hns" in r else "n/a"
         frames = f"{r['frames']:,}" if r.get("frames") is not None else "?"
         lines.append(f"| {r['game']} | {frames} | {r['episodes']} | {r['raw_mean']:.1f} | {r['raw_std']:.1f} | {hns_text} |")
     agg = report["aggregate"]
     lines.append("")
-    lines.append(f"Aggregate HNS over {agg['games_with_reference']} games (95% stratified-bootstrap CI):")
+    lines.append(f"Aggregate {name} of the games' means over {agg['games_with_reference']} games. 1 run: no interval "
+                 f"over seeds; the interval resamples this checkpoint's episodes only (measurement precision, not "
+                 f"seed-to-seed spread: compare several runs with mtdqn compare).")
     lines.append("")
-    lines.append("| metric | value | 95% CI |")
+    lines.append("| metric | value | 95% interval over episodes (within run) |")
     lines.append("|---|---:|---|")
-    for name in ("iqm", "median", "mean"):
+    for name in ("iqm", "median", "mean", "optimality_gap"):
         if name in agg:
             a = agg[name]
-            lines.append(f"| {name} | {a['value']:.3f} | [{a['ci_low']:.3f}, {a['ci_high']:.3f}] |")
+            low, high = a["episode_interval"]
+            lines.append(f"| {name.replace('_', ' ')} | {a['value']:.3f} | [{low:.3f}, {high:.3f}] |")
     return "\n".join(lines) + "\n"
 
 

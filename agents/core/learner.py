@@ -69,7 +69,8 @@ class DQNLearner:
                  soft_coupling: float = 0.0, random_shift: int = 0, intensity_noise: float = 0.0,
                  shift_per: str = "stack", reset_interval: int = 0, target_tau: float = 0.0,
                  gate_sparsity: float = 0.0, gate_sharing: float = 0.0, gate_lr: float = 1e-2,
-                 device: str | torch.device = "cpu", precision: Precision = "fp32"):
+                 device: str | torch.device = "cpu", precision: Precision = "fp32",
+                 generator: torch.Generator | None = None):
         if balance not in BALANCES:
             raise ValueError(f"unknown balance {balance!r}: choose one of {', '.join(BALANCES)}")
         if (balance == "popart") != network.popart:
@@ -103,6 +104,7 @@ class DQNLearner:
         self.random_shift = random_shift
         self.intensity_noise = intensity_noise
         self.shift_per = shift_per
+        self.generator = generator  # the augmentation's stream (CPU); None: torch's global RNG
         self.reset_interval = reset_interval
         self._params = list(self.online.parameters())
         index = {id(p): i for i, p in enumerate(self._params)}
@@ -116,19 +118,23 @@ class DQNLearner:
         return (t(batch.obs), t(batch.action), t(batch.rewards), t(batch.terminated), t(batch.steps),
                 t(batch.next_obs), t(batch.game))
 
-    def augment(self, frames, game):
-        """uint8 stacks -> augmented float stacks; states and successors each draw their own offsets."""
-        return augment(frames, self.random_shift, self.intensity_noise, game if self.shift_per == "game" else None)
+    def augment(self, frames, game, generator: torch.Generator | None = None):
+        """uint8 stacks -> augmented float stacks; states and successors each draw their own offsets,
+        from `generator` (a measurement's own) or else the learner's augmentation stream."""
+        return augment(frames, self.random_shift, self.intensity_noise, game if self.shift_per == "game" else None,
+                       generator=self.generator if generator is None else generator)
 
-    def td_targets(self, rewards, terminated, steps, next_obs, game) -> torch.Tensor:
-        """sum_k gamma^k r_k + [not terminated] gamma^m Q_target(s_m, argmax_a Q_online(s_m, a))."""
+    def td_targets(self, rewards, terminated, steps, next_obs, game,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """sum_k gamma^k r_k + [not terminated] gamma^m Q_target(s_m, argmax_a Q_online(s_m, a));
+        the successors' augmentation draws from `generator` if given (see `augment`)."""
         if self.reward_clip:
             rewards = rewards.clamp(-1.0, 1.0)
         n = rewards.shape[1]
         discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
         returns = (rewards * discounts).sum(1)
         with torch.no_grad(), autocast(self.device, self.precision):
-            next_obs = self.augment(next_obs, game)  # once, for both networks
+            next_obs = self.augment(next_obs, game, generator)  # once, for both networks
             online_q = self.online(next_obs, game).float()
             if self.target_is_online:  # Double DQN with equal networks is max_a Q(s_m, a)
                 next_q = online_q.max(1).values

@@ -22,7 +22,7 @@ import copy
 import torch
 from torch import nn
 
-from mtdqn.agents.core.torso import NatureTorso, layer_widths, xavier
+from mtdqn.agents.core.torso import TORSOS, layer_widths, xavier
 from mtdqn.agents.multitask.gates import GATE_INIT, hard_gate, sharing_cost, sparsity_cost, straight_through_gate
 from mtdqn.agents.multitask.sharing import soft_penalty
 
@@ -38,12 +38,15 @@ class MultiHeadQNetwork(nn.Module):
     norm, padding, init, width: the torsos' options (see NatureTorso; width is one multiplier or four); init="xavier" also initializes the
     heads so, each game's block of columns as its own layer.
     gated: learned sharing, one torso with per-game channel gates (parameters `gate_logits.K` [G, channels]
-    of layer K in LAYERS, and a buffer `gates_frozen`, so checkpoints carry them like any weight).
+    of the torso's gated layer K, and a buffer `gates_frozen`, so checkpoints carry them like any weight).
+    torso: a name in torso.TORSOS ("nature" for Atari frames, "minatar" for MinAtar's grids); adapter: the
+    MinAtar torso's per-game 1x1 input convolution (else the games' zero-padded channels go in as they are).
     """
 
     def __init__(self, action_counts: list[int], dueling: bool = False, torso_of: list[int] | None = None,
                  tied_init: bool = False, popart: bool = False, norm: str = "none", padding: str = "valid",
-                 init: str = "torch", gated: bool = False, width: float = 1.0):
+                 init: str = "torch", gated: bool = False, width: float = 1.0, torso: str = "nature",
+                 adapter: bool = False):
         super().__init__()
         self.action_counts = [int(n) for n in action_counts]
         self.dueling = dueling
@@ -57,9 +60,15 @@ class MultiHeadQNetwork(nn.Module):
         self.norm, self.padding, self.init = norm, padding, init
         widths = layer_widths(width)
         self.width = widths[0] if len(set(widths)) == 1 else widths
-        torso = dict(norm=norm, padding=padding, init=init, width=width)
-        first = NatureTorso(**torso)
-        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else NatureTorso(**torso)
+        if torso not in TORSOS:
+            raise ValueError(f"unknown torso {torso!r}: choose one of {', '.join(TORSOS)}")
+        if adapter and torso != "minatar":
+            raise ValueError("adapter (a per-game input layer) is the MinAtar torso's: torso must be 'minatar'")
+        self.torso, self.adapter = torso, adapter
+        options = dict(norm=norm, padding=padding, init=init, width=width,
+                       **({"games": self.num_games if adapter else 0} if torso == "minatar" else {}))
+        first = TORSOS[torso](**options)
+        self.torsos = nn.ModuleList([first] + [copy.deepcopy(first) if tied_init else TORSOS[torso](**options)
                                                for _ in range(max(self.torso_of))])
         self.gated = gated
         self._kept = None  # kept_channels' cache: [] when a frozen network prunes nothing
@@ -98,7 +107,8 @@ class MultiHeadQNetwork(nn.Module):
         """What it takes to rebuild this architecture (stored in checkpoints)."""
         return {"action_counts": self.action_counts, "dueling": self.dueling, "torso_of": self.torso_of,
                 "tied_init": self.tied_init, "popart": self.popart, "norm": self.norm, "padding": self.padding,
-                "init": self.init, "gated": self.gated, "width": self.width}
+                "init": self.init, "gated": self.gated, "width": self.width,
+                **({"torso": self.torso, "adapter": self.adapter} if self.torso != "nature" else {})}
 
     @torch.no_grad()
     def init_heads(self) -> None:
@@ -166,16 +176,16 @@ class MultiHeadQNetwork(nn.Module):
 
     def features(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:
         if self.gated:
-            return self.torsos[0](obs, [g[game_ids] for g in self.gates()], self.kept_channels())
+            return self.torsos[0](obs, [g[game_ids] for g in self.gates()], self.kept_channels(), game_ids=game_ids)
         if len(self.torsos) == 1:
-            return self.torsos[0](obs)
-        obs = obs if obs.is_floating_point() else obs.float() / 255.0
+            return self.torsos[0](obs, game_ids=game_ids)
+        obs = obs if obs.is_floating_point() else obs.float() * self.torsos[0].scale
         which = self.torso_index[game_ids]
         out = obs.new_zeros(len(obs), self.torsos[0].out_features)
         for t, torso in enumerate(self.torsos):
             rows = (which == t).nonzero().flatten()
             if len(rows):
-                out = out.index_copy(0, rows, torso(obs[rows]))
+                out = out.index_copy(0, rows, torso(obs[rows], game_ids=game_ids[rows]))
         return out
 
     def normalized(self, obs: torch.Tensor, game_ids: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAME_SHAPE = (84, 84)
+FRAME_SHAPE = (84, 84)  # ALE: one grey frame per slot, stacks of 4 (MinAtar: its whole [C, 10, 10] grid, stacks of 1)
 STACK = 4
 
 
@@ -51,13 +51,15 @@ class GameReplay:
 
     ARRAYS = ("frames", "action", "reward", "terminated", "truncated", "first")  # one slot per lane each
 
-    def __init__(self, capacity: int, lanes: int, n_step: int, terminal_ends_stack: bool = False):
-        self.slots = max(capacity // lanes, STACK + n_step + 2)
+    def __init__(self, capacity: int, lanes: int, n_step: int, terminal_ends_stack: bool = False,
+                 frame_shape: tuple[int, ...] = FRAME_SHAPE, stack: int = STACK):
+        self.stack_size = stack
+        self.slots = max(capacity // lanes, stack + n_step + 2)
         self.lanes = lanes
         self.n_step = n_step
         self.terminal_ends_stack = terminal_ends_stack
         shape = (self.slots, lanes)
-        self.frames = np.zeros(shape + FRAME_SHAPE, dtype=np.uint8)
+        self.frames = np.zeros(shape + tuple(frame_shape), dtype=np.uint8)
         self.action = np.zeros(shape, dtype=np.uint8)
         self.reward = np.zeros(shape, dtype=np.float32)
         self.terminated = np.zeros(shape, dtype=bool)
@@ -102,7 +104,7 @@ class GameReplay:
         if self.added <= self.slots:
             return 0, max(0, self.added - self.n_step)
         # Oldest slot is `cursor`; a stack needs 3 older slots, n-step needs n newer written ones.
-        return self.cursor + STACK - 1, self.slots - (STACK - 1) - self.n_step
+        return self.cursor + self.stack_size - 1, self.slots - (self.stack_size - 1) - self.n_step
 
     def num_valid(self) -> int:
         return self._valid_range()[1] * self.lanes
@@ -121,8 +123,9 @@ class GameReplay:
         return t, e
 
     def stack(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
-        """[B, 4, 84, 84] stacks ending at slots t of lanes e, zeroed before the episode start."""
-        offsets = np.arange(-(STACK - 1), 1)  # oldest .. newest
+        """[B, 4, 84, 84] stacks ending at slots t of lanes e, zeroed before the episode start (a stack of
+        one multi-channel frame, MinAtar's: [B, C, 10, 10])."""
+        offsets = np.arange(-(self.stack_size - 1), 1)  # oldest .. newest
         slots = (t[:, None] + offsets[None, :]) % self.slots
         obs = self.frames[slots, e[:, None]]
         # column k of `breaks` marks a break just after frame k: slot k+1 starts an episode or, here,
@@ -131,7 +134,7 @@ class GameReplay:
         if self.terminal_ends_stack:
             breaks = breaks | self.terminated[slots[:, :-1], e[:, None]]
         obs[:, :-1][np.flip(np.maximum.accumulate(np.flip(breaks, 1), 1), 1)] = 0
-        return obs
+        return obs.reshape(len(t), -1, *obs.shape[-2:])
 
     def transitions(self, t: np.ndarray, e: np.ndarray, game_id: int) -> Batch:
         """n-step transitions starting at slots t of lanes e."""
@@ -164,16 +167,20 @@ class TaskBalancedReplay:
 
     balance="equal": each ready game gets batch_size // games samples, the remainder going to
     randomly chosen games; balance="proportional": shares follow the number of stored transitions.
+    Batches draw from `rng` (a run's replay stream, core/streams.py; default_rng(seed) if not given),
+    or from the generator `sample` is given (a measurement's own).
     """
 
     def __init__(self, num_games: int, capacity_per_game: int, lanes: int | list[int], n_step: int,
-                 balance: str = "equal", seed: int = 0, terminal_ends_stack: bool = False):
+                 balance: str = "equal", seed: int = 0, terminal_ends_stack: bool = False,
+                 rng: np.random.Generator | None = None, frame_shape: tuple[int, ...] = FRAME_SHAPE,
+                 stack: int = STACK):
         if balance not in ("equal", "proportional"):
             raise ValueError(f"unknown replay balance {balance!r}: use equal or proportional")
         lanes = [lanes] * num_games if isinstance(lanes, int) else lanes  # per game: its envs
-        self.games = [GameReplay(capacity_per_game, n, n_step, terminal_ends_stack) for n in lanes]
+        self.games = [GameReplay(capacity_per_game, n, n_step, terminal_ends_stack, frame_shape, stack) for n in lanes]
         self.balance = balance
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed) if rng is None else rng
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat {"<game>/<array>": array} for np.savez; the sampling RNG is saved with the checkpoint."""
@@ -196,19 +203,22 @@ class TaskBalancedReplay:
     def ready_games(self, min_transitions: int) -> list[int]:
         return [i for i, g in enumerate(self.games) if g.num_valid() >= max(min_transitions, 1)]
 
-    def shares(self, batch_size: int, ready: list[int]) -> dict[int, int]:
+    def shares(self, batch_size: int, ready: list[int], rng: np.random.Generator | None = None) -> dict[int, int]:
         """How many samples each ready game contributes to a batch."""
+        rng = self.rng if rng is None else rng
         if self.balance == "proportional":
             sizes = np.array([self.games[i].num_valid() for i in ready], dtype=np.float64)
-            counts = self.rng.multinomial(batch_size, sizes / sizes.sum())
+            counts = rng.multinomial(batch_size, sizes / sizes.sum())
         else:
             counts = np.full(len(ready), batch_size // len(ready))
-            counts[self.rng.choice(len(ready), batch_size % len(ready), replace=False)] += 1
+            counts[rng.choice(len(ready), batch_size % len(ready), replace=False)] += 1
         return {g: int(c) for g, c in zip(ready, counts) if c > 0}
 
-    def sample(self, batch_size: int, ready: list[int]) -> Batch:
+    def sample(self, batch_size: int, ready: list[int], rng: np.random.Generator | None = None) -> Batch:
+        """A batch drawn with `rng` (default: the replay's own generator)."""
+        rng = self.rng if rng is None else rng
         parts = []
-        for g, count in self.shares(batch_size, ready).items():
-            t, e = self.games[g].sample_indices(count, self.rng)
+        for g, count in self.shares(batch_size, ready, rng).items():
+            t, e = self.games[g].sample_indices(count, rng)
             parts.append(self.games[g].transitions(t, e, g))
         return concat(parts)

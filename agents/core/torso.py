@@ -1,9 +1,10 @@
-"""The Nature-DQN torso: three convolutions and a dense layer, with the options the published
-agents need (SAME padding, Xavier init, layer norm, width) and per-sample channel masks (the gates of
-learned sharing, multitask/gates.py).
+"""Torsos: the Nature-DQN one (three convolutions and a dense layer, with the options the published
+agents need: SAME padding, Xavier init, layer norm, width) and MinAtar's (one small convolution and a
+dense layer), both with per-sample channel masks (the gates of learned sharing, multitask/gates.py).
 
-A new torso goes beside this one: a module with `out_features`, `channels` (per gated layer) and
-`forward(obs, masks=None, keep=None)`; MultiHeadQNetwork (network.py) builds and routes games to it.
+A new torso goes beside these: a module with `out_features`, `channels` and `layer_names` (per gated
+layer) and `forward(obs, masks=None, keep=None)`; MultiHeadQNetwork (network.py) builds it by name
+(TORSOS) and routes games to it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class NatureTorso(nn.Module):
         layer, same = norm == "layer", padding == "same"
         c1, c2, c3, dense = self.channels = tuple(max(1, round(c * w)) for c, w in zip((32, 64, 64, 512), widths))
         self.out_features = dense
+        self.layer_names = LAYERS
 
         def block(module, normalize, pad=None):
             # SAME pads (total // 2, total - total // 2) per side; pad modules only when asked, so the
@@ -71,12 +73,15 @@ class NatureTorso(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     xavier(m)
 
+    scale = 1.0 / 255.0  # uint8 frames to [0, 1]
+
     def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None,
-                keep: list[torch.Tensor] | None = None) -> torch.Tensor:
+                keep: list[torch.Tensor] | None = None, game_ids: torch.Tensor | None = None) -> torch.Tensor:
         """keep: per layer, the indices of the channels some game uses (learned sharing after the freeze).
         Only those are computed, from slices of the weights, and the dense layer's output is scattered back
-        to full width with zeros where no game looks: the values of masking them, without their cost."""
-        x = obs if obs.is_floating_point() else obs.float() / 255.0
+        to full width with zeros where no game looks: the values of masking them, without their cost.
+        game_ids: unused (every game reads the same input layer)."""
+        x = obs if obs.is_floating_point() else obs.float() * self.scale
         if masks is None:
             return self.net(x)
         relus, kept = iter(masks), iter(keep or ())
@@ -102,6 +107,59 @@ class NatureTorso(nn.Module):
         if keep is not None:
             x = x.new_zeros(len(x), self.out_features).index_copy(1, previous, x)
         return x
+
+
+class MinAtarTorso(nn.Module):
+    """Young & Tian 2019's network for MinAtar: a 3x3 convolution of 16 channels (stride 1, no padding) over
+    the 10x10 grid, then a 128-unit layer, ReLUs after each.
+
+    The games have 4 to 10 binary channels; every observation arrives zero-padded to `in_channels` (10) so
+    one torso reads them all. With `games` > 0 (`input="adapter"`) each game first maps its channels
+    through a 1x1 convolution of its own (identity at start), so the shared filters need not read game A's
+    "ball" and game B's "enemy" from the same input plane. Observations are 0/1 already: no scaling.
+    `norm`, `padding`, `init` and `width` as NatureTorso's (padding "same" keeps the grid 10x10).
+    """
+
+    def __init__(self, in_channels: int = 10, norm: str = "none", padding: str = "valid", init: str = "torch",
+                 width: float = 1.0, games: int = 0):
+        super().__init__()
+        for name, value, valid in (("norm", norm, NORMS), ("padding", padding, PADDINGS), ("init", init, INITS)):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+        widths = layer_widths(width)
+        conv, dense = self.channels = (max(1, round(16 * widths[0])), max(1, round(128 * widths[3])))
+        self.out_features = dense
+        layer, side = norm == "layer", 10 if padding == "same" else 8
+        self.adapter = nn.Parameter(torch.eye(in_channels).repeat(games, 1, 1)) if games else None
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, conv, 3, stride=1, padding=1 if padding == "same" else 0),
+            *([nn.GroupNorm(1, conv)] if layer else []), nn.ReLU(), nn.Flatten(),
+            nn.Linear(conv * side * side, dense), *([nn.LayerNorm(dense)] if layer else []), nn.ReLU())
+        if init == "xavier":
+            for m in self.net:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    xavier(m)
+
+    scale = 1.0  # the grid's channels are 0/1 already
+    layer_names = ("conv1", "dense")
+
+    def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None,
+                keep: list[torch.Tensor] | None = None, game_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`keep` is accepted for the interface and not needed: the masks already zero what no game keeps,
+        and the network is too small for pruning to pay. `game_ids` selects each sample's input adapter."""
+        x = obs.float()
+        if self.adapter is not None:
+            x = torch.einsum("boc,bchw->bohw", self.adapter[game_ids], x)
+        relus = iter(masks or ())
+        for module in self.net:
+            x = module(x)
+            if masks is not None and isinstance(module, nn.ReLU):
+                mask = next(relus).to(x.dtype)
+                x = x * (mask[:, :, None, None] if x.dim() == 4 else mask)
+        return x
+
+
+TORSOS = {"nature": NatureTorso, "minatar": MinAtarTorso}
 
 
 def layer_widths(width) -> tuple[float, float, float, float]:

@@ -40,8 +40,9 @@ def _frames_of(row: str) -> float:
 
 
 def run_tags(config: dict) -> list[str]:
-    """W&B tags to filter runs by: suite, sharing mode, balance, preset (what a config has of them).
-    A suite of many listed games is tagged by its size: W&B refuses tags over 64 characters."""
+    """W&B tags to filter runs by: suite, sharing mode, balance, preset (what a config has of them), then
+    the config's own `wandb_tags`. A suite of many listed games is tagged by its size: W&B refuses tags
+    over 64 characters."""
     tags = []
     for key in ("suite", "sharing", "balance", "preset"):
         if key in config:
@@ -49,7 +50,7 @@ def run_tags(config: dict) -> list[str]:
             if key == "suite" and len(value) > 58:
                 value = f"{value.count(',') + 1}-games"
             tags.append(f"{key}:{value}")
-    return tags
+    return tags + [t.strip() for t in (config.get("wandb_tags") or "").split(",") if t.strip()]
 
 
 def _new_id() -> str:

@@ -10,8 +10,10 @@ Each actor has one request in flight: "step `chunk_steps` times with this epsilo
 weights)", answered by a chunk of steps. An actor that dies is restarted by Ray (`max_restarts`)
 and loses only that chunk: its episodes are cut after its last received step as a time limit
 would cut them (truncated, so they bootstrap from the frame that followed), and the restarted
-actor starts new episodes from new seeds. Frames are counted when chunks arrive, so the per-game
-counters are exactly what the replay received. Ray is imported lazily: it is an optional extra.
+actor starts new episodes from new seeds. Each actor generation's seed is drawn from the run's emulator
+stream (core/streams.py, saved in checkpoints); the actor spawns its emulator seeds and exploration
+stream from it, as a local run does from the run seed. Frames are counted when chunks arrive, so the
+per-game counters are exactly what the replay received. Ray is imported lazily: it is an optional extra.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.agents.core.replay import GameReplay
 from mtdqn.agents.training.build import auto_env_threads, network_spec
 from mtdqn.agents.training.runner import Trainer
-from mtdqn.envs import FRAMESKIP, Protocol, num_actions
+from mtdqn.envs import Protocol, num_actions
+from mtdqn.envs.protocol import newest_frame
 
 MAX_RESTARTS = 100  # per actor: Ray restarts a dead actor this often
 RETRY_S = 0.5  # a failed request is sent again after this pause (the actor may be restarting)...
@@ -134,7 +137,7 @@ class ActorWorker:
                 recorded[k].append(v)
             frames[self.heads] += step.frames
             episodes += [(self.heads[g], ret, length) for g, ret, length in step.episodes]
-        return {**{k: np.stack(v) for k, v in recorded.items()}, "next_frame": self.actor.obs[:, -1].copy(),
+        return {**{k: np.stack(v) for k, v in recorded.items()}, "next_frame": newest_frame(self.actor.obs, self.actor.stack).copy(),
                 "next_first": self.actor.first.copy(), "game_frames": frames, "episodes": episodes,
                 "version": self.version, "fresh": fresh, "pid": os.getpid()}
 
@@ -210,18 +213,18 @@ class Received:
 class RayActors:
     """The learner's side of the Ray actors: placement, requests in flight, weights, lanes into the replay."""
 
-    def __init__(self, cfg: TrainConfig, games: list[str], protocol: Protocol, seed: int):
+    def __init__(self, cfg: TrainConfig, games: list[str], protocol: Protocol, emulator: np.random.Generator):
         import ray
 
         connect(cfg.ray_address, cfg.num_actors)
-        self.cfg = cfg
+        self.cfg, self.protocol = cfg, protocol
         self.action_counts = [num_actions(g, protocol) for g in games]
         self.placement = placement(len(games), cfg.num_actors)
         owners = [[i for i, own in enumerate(self.placement) if g in own] for g in range(len(games))]
         self.lanes = [len(o) * cfg.envs_per_game for o in owners]  # replay lanes per game
         self.queues = {(i, g): _Lane() for i, own in enumerate(self.placement) for g in own}
         self.by_game = [[self.queues[i, g] for i in owners[g]] for g in range(len(games))]
-        self.rng = np.random.default_rng(seed)  # seeds each actor generation; saved in checkpoints
+        self.rng = emulator  # the run's emulator stream: seeds each actor generation; saved in checkpoints
         worker = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(ActorWorker)
         spec = network_spec(cfg, games, self.action_counts)
         self.handles = [worker.remote([games[g] for g in own], own, cfg.envs_per_game, protocol.to_dict(),
@@ -294,7 +297,7 @@ class RayActors:
         """A request to every idle actor, except one whose games are a chunk ahead of the slowest
         game (only possible with as many actors as games): games advance together, as locally."""
         busy = set(self.inflight.values())
-        ahead = self.cfg.chunk_steps * self.cfg.envs_per_game * FRAMESKIP
+        ahead = self.cfg.chunk_steps * self.cfg.envs_per_game * self.protocol.frameskip
         for i, handle in enumerate(self.handles):
             if (i in busy or time.monotonic() < self.retry_at[i]
                     or frames[self.placement[i]].min() >= frames.min() + ahead):
@@ -343,8 +346,8 @@ class RayActors:
 class RayTrainer(Trainer):
     """`Trainer` fed by Ray actors: the same replay, learner, evaluation, checkpoints and logs."""
 
-    def make_actor(self, env_threads: int, env_seed: int) -> RayActors:
-        return RayActors(self.cfg, self.games, self.protocol, env_seed)
+    def make_actor(self, env_threads: int) -> RayActors:
+        return RayActors(self.cfg, self.games, self.protocol, self.streams.emulator)
 
     def step(self, epsilon: np.ndarray, phases: dict[str, float] | None = None) -> tuple[Received, list[dict]]:
         """One owed update if there is one, then the chunks that are back (waiting for one if
@@ -360,7 +363,7 @@ class RayTrainer(Trainer):
         if updates:
             steps_per_update = cfg.train_frequency * len(self.games)  # agent steps, summed over games
             room = (cfg.chunk_steps * sum(self.actor.lanes) / steps_per_update - self.update_credit) * (
-                steps_per_update * FRAMESKIP)
+                steps_per_update * self.protocol.frameskip)
         got = self.actor.receive(epsilon, self.frames, self.replay, wait=not updates, room=room)
         self.count(got.frames, learning)
         if phases is not None:

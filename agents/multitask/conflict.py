@@ -53,20 +53,29 @@ def lookahead(learner, params, grad: torch.Tensor, sgd_lr: float, step: str) -> 
     return out
 
 
-def measure(learner, batch, lookahead_lr: float, step: str = "adam") -> Transfer:
+def measure(learner, batch, lookahead_lr: float, step: str = "adam",
+            generator: torch.Generator | None = None) -> Transfer:
     """Cosine and affinity on one batch. Evaluation mode, so learned sharing's gates are the hard ones
-    throughout: every loss compared is of the same structure, not of a fresh gate sample."""
+    throughout: every loss compared is of the same structure, not of a fresh gate sample.
+
+    A measurement leaves training as it found it: the targets' augmentation draws from `generator` (the
+    run's measurement stream, core/streams.py; if None, one seeded from torch's global RNG), torch's global
+    RNG is saved and restored around it, and the weights it steps are put back bit for bit, so a run
+    measured and one not train the same agent."""
     training = learner.online.training
     learner.online.eval()
     try:
-        return _measure(learner, batch, lookahead_lr, step)
+        with torch.random.fork_rng(devices=[]):
+            if generator is None:  # never the learner's augmentation stream
+                generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+            return _measure(learner, batch, lookahead_lr, step, generator)
     finally:
         learner.online.train(training)
 
 
-def _measure(learner, batch, lookahead_lr: float, step: str) -> Transfer:
+def _measure(learner, batch, lookahead_lr: float, step: str, generator: torch.Generator | None) -> Transfer:
     obs, action, rewards, terminated, steps, next_obs, game = learner._tensors(batch)
-    target = learner.td_targets(rewards, terminated, steps, next_obs, game)
+    target = learner.td_targets(rewards, terminated, steps, next_obs, game, generator)
     per_game, count, _ = learner.per_game_losses(obs, action, target, game)
     present = (count > 0).nonzero().flatten().tolist()
     shared = learner.online.shared_parameters()

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.agents.core.torso import LAYERS
+from mtdqn.agents.core.torso import LAYERS, MinAtarTorso
 from mtdqn.agents.multitask.gates import hard_gate
 
 
 def hard_gates(network) -> dict[str, np.ndarray]:
     """{layer: [G, channels] bool} of a gated network."""
-    return {name: g.detach().cpu().numpy() > 0 for name, g in zip(LAYERS, network.hard_gates())}
+    names = network.torsos[0].layer_names
+    return {name: g.detach().cpu().numpy() > 0 for name, g in zip(names, network.hard_gates())}
 
 
 def gates_of_state(state: dict) -> dict[str, np.ndarray]:
@@ -27,7 +28,8 @@ def gates_of_state(state: dict) -> dict[str, np.ndarray]:
     online = state["learner"]["online"]
     if "gate_logits.0" not in online:
         raise ValueError("the checkpoint's network has no gates: train with --sharing learned")
-    return {name: hard_gate(online[f"gate_logits.{k}"]).cpu().numpy() > 0 for k, name in enumerate(LAYERS)}
+    names = LAYERS if "gate_logits.2" in online else MinAtarTorso.layer_names  # Nature's 4 gated layers or MinAtar's 2
+    return {name: hard_gate(online[f"gate_logits.{k}"]).cpu().numpy() > 0 for k, name in enumerate(names)}
 
 
 def jaccard(gates: np.ndarray) -> np.ndarray:

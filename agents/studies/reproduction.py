@@ -1,10 +1,11 @@
-"""Our evaluations beside a published agent's 100 runs per game: is each game inside their [p25, p75]?
+"""Our runs beside a published agent's 100 runs per game: where each of ours ranks, and the aggregate
+beside the published agent's IQM over as many runs as we have.
 
-A game reproduces when its mean score lies within the published interquartile range; outside it, the
-row says by how much (the gap to the nearer quartile, also as a fraction of the published median). The
-aggregate is the IQM of HNS over the games, computed as the published tables do (the middle half of the
-games' mean scores) for us, the agent and the others in the CSV, plus rliable's IQM over our episodes
-with its bootstrap interval.
+Per game, each of our runs (its score: the mean of its evaluation episodes) gets its percentile among
+the published agent's 100 runs and whether it lies within their [p25, p75]. The aggregate is rliable's
+IQM of HNS over our K runs x the games, set beside the distribution of the published agent's IQM over
+K runs per game drawn from its 100: an agent exactly as good as the published one lands at a uniform
+percentile of it, so the percentile, not a ratio to a mean, says how far from it we are.
 """
 
 from __future__ import annotations
@@ -16,92 +17,108 @@ from pathlib import Path
 import numpy as np
 
 from mtdqn.agents.studies.compare import BUDGET_SLACK, CompareError, read_report, report_path, run_folder
-from mtdqn.envs import FRAMESKIP, aggregate_hns, hns
-from mtdqn.envs.published import AGENTS, BUDGET_FRAMES, iqm_over_games, published_scores
+from mtdqn.envs import FRAMESKIP, hns
+from mtdqn.envs.published import AGENTS, BUDGET_FRAMES, iqm_distribution, published_runs, published_scores
+from mtdqn.envs.statistics import aggregates, format_estimate, percentile_of
 
 
-def gather(paths: list[str]) -> dict[str, dict]:
-    """game -> its evaluation record (with 'source', 'protocol' and 'run' folder added) from the reports
-    that stand for `paths`; a game evaluated in two of them is an error (which one would count?)."""
-    games: dict[str, dict] = {}
+def gather(paths: list[str]) -> dict[str, list[dict]]:
+    """game -> its evaluation record in each run (with 'source', 'protocol' and 'run' folder added), from the
+    reports that stand for `paths`: several runs of a game are its seeds. Every game needs the same number
+    of runs (the aggregate is over a runs x games matrix), and one report may not be given twice."""
+    games: dict[str, list[dict]] = {}
+    seen = set()
     for path in paths:
         p, _ = report_path(path)
-        report = read_report(p)
-        run = run_folder(p)
+        if p.resolve() in seen:
+            raise CompareError(f"{str(p)!r} is given twice: give each run once")
+        seen.add(p.resolve())
+        report, run = read_report(p), run_folder(p)
         for record in report["games"]:
-            if record["game"] in games:
-                raise CompareError(f"{record['game']!r} is evaluated in both {games[record['game']]['source']!r} "
-                                   f"and {str(p)!r}: give each game once")
-            games[record["game"]] = {**record, "source": str(p), "protocol": report.get("protocol", {}),
-                                     "run": str(run) if run else None}
+            games.setdefault(record["game"], []).append({**record, "source": str(p), "protocol": report.get("protocol", {}),
+                                                         "run": str(run) if run else None})
+    counts = {g: len(v) for g, v in games.items()}
+    if len(set(counts.values())) > 1:
+        raise CompareError("every game needs the same number of runs (seeds), got "
+                           + ", ".join(f"{g} {n}" for g, n in counts.items()))
     return games
 
 
-def against(games: dict[str, dict], agent: str = "drq-eps") -> dict:
-    """Per-game rows and aggregates of `games` (from `gather`) against `agent`'s published runs."""
-    published = published_scores(agent)
+def against(games: dict[str, list[dict]], agent: str = "drq-eps", draws: int = 10_000) -> dict:
+    """Per-game rows and the aggregate of `games` (from `gather`) against `agent`'s published runs."""
+    published, runs = published_scores(agent), published_runs(agent)
     others = [a for a in AGENTS if a != agent]
     missing = [g for g in games if g not in published]
     if missing:
         raise CompareError(f"{missing[0]!r} has no published {AGENTS[agent][1]} score: the Atari-100k games are "
                            f"{', '.join(sorted(published))}")
+    records = [r for rs in games.values() for r in rs]
     notes = []
-    protocols = sorted({r["protocol"].get("name", "?") for r in games.values()})
+    protocols = sorted({r["protocol"].get("name", "?") for r in records})
     if protocols != ["atari100k"]:
         notes.append(f"evaluated under protocol {', '.join(protocols)}: the published runs used atari100k")
-    no_restart = sorted(g for g, r in games.items()
-                        if r["protocol"].get("name") == "atari100k" and not r["protocol"].get("life_loss_reset"))
+    no_restart = sorted({r["game"] for r in records
+                         if r["protocol"].get("name") == "atari100k" and not r["protocol"].get("life_loss_reset")})
     if no_restart:  # Dopamine's runner begins a new agent episode (a zeroed stack) at each lost life
         notes.append(f"evaluated without the frame-stack restart at a lost life (--life-loss-reset), which the "
                      f"published runs had: {', '.join(no_restart)}")
-    budgets = {g: r.get("frames") for g, r in games.items()}
-    if any(not f or not BUDGET_FRAMES <= f <= (1 + BUDGET_SLACK) * BUDGET_FRAMES for f in budgets.values()):
+    budgets = {(r["game"], r.get("frames")) for r in records}
+    if any(not f or not BUDGET_FRAMES <= f <= (1 + BUDGET_SLACK) * BUDGET_FRAMES for _, f in budgets):
         notes.append("not every game was trained for 400,000 frames (100k agent steps), the published budget: "
-                     + ", ".join(f"{g} {f:,}" if f else f"{g} ?" for g, f in budgets.items()))
+                     + ", ".join(f"{g} {f:,}" if f else f"{g} ?" for g, f in sorted(budgets, key=str)))
     rows = []
-    for game, record in games.items():
-        ref, mean = published[game], record["raw_mean"]
-        gap = mean - ref.p25 if mean < ref.p25 else mean - ref.p75 if mean > ref.p75 else 0.0
-        rows.append({"game": game, "frames": record.get("frames"), "episodes": record["episodes"], "mean": mean,
-                     "hns": float(hns(game, mean)), "p25": ref.p25, "median": ref.median, "p75": ref.p75,
-                     "published_mean": ref.mean, "inside": gap == 0.0, "gap": gap,
-                     "gap_of_median": gap / ref.median if ref.median else None,
-                     "others": {a: published_scores(a)[game].mean for a in others}, "source": record["source"]})
-    names = [g["game"] for g in rows]
-    iqm = {"mtdqn": iqm_over_games([r["hns"] for r in rows])}
-    iqm |= {a: iqm_over_games([hns(g, published_scores(a)[g].mean) for g in names]) for a in [agent, *others]}
-    episodes = min(len(games[g]["scores"]) for g in names)
-    rliable = aggregate_hns(np.stack([hns(g, games[g]["scores"][:episodes]) for g in names], axis=1))["iqm"]
-    return {"agent": agent, "games": rows, "inside": sum(r["inside"] for r in rows), "iqm_over_games": iqm,
-            "rliable_iqm": rliable | {"episodes_per_game": episodes}, "warnings": notes}
+    for game, ours in games.items():
+        ref, means = published[game], [r["raw_mean"] for r in ours]
+        rows.append({"game": game, "frames": [r.get("frames") for r in ours], "episodes": [r["episodes"] for r in ours],
+                     "runs": len(ours), "means": means, "mean": float(np.mean(means)),
+                     "hns": [float(hns(game, m)) for m in means],
+                     "percentiles": [percentile_of(m, runs[game]) for m in means],
+                     "inside": [bool(ref.p25 <= m <= ref.p75) for m in means],
+                     "p25": ref.p25, "median": ref.median, "p75": ref.p75, "published_mean": ref.mean,
+                     "others": {a: published_scores(a)[game].mean for a in others},
+                     "sources": [r["source"] for r in ours]})
+    names, k = [r["game"] for r in rows], rows[0]["runs"]
+    ours = aggregates(np.array([row["hns"] for row in rows]).T)["iqm"]
+    iqms = {}
+    for a in [agent, *others]:
+        dist = iqm_distribution(a, names, k, draws)
+        iqms[a] = {"median": float(np.median(dist)), "p25": float(np.percentile(dist, 25)),
+                   "p75": float(np.percentile(dist, 75)), "ours_percentile": percentile_of(ours["value"], dist)}
+    return {"agent": agent, "runs_per_game": k, "games": rows, "inside": sum(sum(r["inside"]) for r in rows),
+            "run_games": k * len(rows), "iqm": ours, "published_iqm": iqms, "draws": draws, "warnings": notes}
 
 
 def markdown(result: dict) -> str:
-    agent, others = AGENTS[result["agent"]][1], [a for a in result["iqm_over_games"] if a not in ("mtdqn",
-                                                                                                  result["agent"])]
-    head = (f"| game | episodes | mtdqn mean | {agent} p25 | median | p75 | {agent} mean | "
-            + "".join(f"{AGENTS[a][1]} mean | " for a in others) + "inside [p25, p75] |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others) + "---|"]
+    agent, k = AGENTS[result["agent"]][1], result["runs_per_game"]
+    others = [a for a in result["published_iqm"] if a != result["agent"]]
+    head = (f"| game | runs | mtdqn score per run | {agent} p25 | median | p75 | "
+            + "".join(f"{AGENTS[a][1]} mean | " for a in others)
+            + f"percentile among {agent}'s 100 runs | inside [p25, p75] |")
+    lines = [f"{k} run{'s' * (k > 1)} per game. A run's score is the mean of its evaluation episodes.", "", head,
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---|"]
     for r in result["games"]:
-        verdict = "yes" if r["inside"] else (f"no, {r['gap']:+.1f} ({r['gap_of_median']:+.0%} of the median)"
-                                             if r["gap_of_median"] is not None else f"no, {r['gap']:+.1f}")
-        lines.append(f"| {r['game']} | {r['episodes']} | {r['mean']:.1f} | {r['p25']:.1f} | {r['median']:.1f} | "
-                     f"{r['p75']:.1f} | {r['published_mean']:.1f} | "
-                     + "".join(f"{r['others'][a]:.1f} | " for a in others) + f"{verdict} |")
-    iqm, ci = result["iqm_over_games"], result["rliable_iqm"]
-    lines += ["", f"{result['inside']} of {len(result['games'])} games inside {agent}'s published [p25, p75].", "",
-              "IQM of HNS over the games (the middle half of the games' means, as the published tables): "
-              + ", ".join(f"{'mtdqn' if k == 'mtdqn' else AGENTS[k][1]} {v:.3f}" for k, v in iqm.items()),
-              f"rliable IQM of mtdqn over {ci['episodes_per_game']} episodes per game: {ci['value']:.3f} "
-              f"[{ci['ci_low']:.3f}, {ci['ci_high']:.3f}] (95% stratified bootstrap)"]
+        lines.append(f"| {r['game']} | {r['runs']} | {', '.join(f'{m:.1f}' for m in r['means'])} | {r['p25']:.1f} | "
+                     f"{r['median']:.1f} | {r['p75']:.1f} | " + "".join(f"{r['others'][a]:.1f} | " for a in others)
+                     + f"{', '.join(f'{p:.0f}' for p in r['percentiles'])} | "
+                     + f"{', '.join('yes' if i else 'no' for i in r['inside'])} |")
+    lines += ["", f"{result['inside']} of {result['run_games']} run-games inside {agent}'s published [p25, p75] "
+              f"(an agent as good as {agent} lands inside half the time).", "",
+              f"IQM of HNS over {k} run{'s' * (k > 1)} x {len(result['games'])} games (rliable): "
+              f"{format_estimate(result['iqm'])}.", "",
+              f"The published agents' IQM over {k} run{'s' * (k > 1)} per game drawn from their 100 "
+              f"({result['draws']:,} draws), and where ours sits among them:", "",
+              "| agent | median | [p25, p75] | our percentile |", "|---|---:|---|---:|"]
+    for a, d in result["published_iqm"].items():
+        lines.append(f"| {AGENTS[a][1]} | {d['median']:.3f} | [{d['p25']:.3f}, {d['p75']:.3f}] | "
+                     f"{d['ours_percentile']:.0f} |")
     return "\n".join(lines)
 
 
-def curves(games: dict[str, dict]) -> dict[str, list[tuple[int, float]]]:
-    """Per game, (agent steps, mean raw score) of its run's periodic evaluations, then the evaluation that
-    the table uses when it is not one of them."""
-    out: dict[str, list[tuple[int, float]]] = {}
-    for game, record in games.items():
+def curves(games: dict[str, list[dict]]) -> dict[str, list[list[tuple[int, float]]]]:
+    """Per game and run, (agent steps, mean raw score) of the run's periodic evaluations, then the evaluation
+    that the table uses when it is not one of them."""
+    out: dict[str, list[list[tuple[int, float]]]] = {}
+    for game, record in ((g, r) for g, rs in games.items() for r in rs):
         points = {}
         for path in sorted(Path(record["run"]).glob("evals/frames_*/eval.json")) if record["run"] else []:
             frames = path.parent.name[len("frames_"):]
@@ -110,13 +127,13 @@ def curves(games: dict[str, dict]) -> dict[str, list[tuple[int, float]]]:
                 points[int(frames) // FRAMESKIP] = rows[0]["raw_mean"]
         if record.get("frames"):
             points[record["frames"] // FRAMESKIP] = record["raw_mean"]
-        out[game] = sorted(points.items())
+        out.setdefault(game, []).append(sorted(points.items()))
     return out
 
 
-def plot(result: dict, games: dict[str, dict], path: Path) -> Path:
-    """One panel per game: our learning curve in raw score against agent steps, and the published runs'
-    [p25, p75] and median at 100k steps, so a reader sees where a run ended against their spread."""
+def plot(result: dict, games: dict[str, list[dict]], path: Path) -> Path:
+    """One panel per game: each run's learning curve in raw score against agent steps, and the published
+    runs' [p25, p75] and median at 100k steps, so a reader sees where each run ended against their spread."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,8 +142,9 @@ def plot(result: dict, games: dict[str, dict], path: Path) -> Path:
     lines, agent = curves(games), AGENTS[result["agent"]][1]
     fig, axes = plt.subplots(1, len(result["games"]), figsize=(3.2 * len(result["games"]), 3.2), squeeze=False)
     for ax, row in zip(axes[0], result["games"]):
-        x, y = zip(*lines[row["game"]]) if lines[row["game"]] else ((), ())
-        ax.plot(x, y, marker="o", markersize=3, color="C0", label="mtdqn")
+        for k, run in enumerate(lines[row["game"]]):
+            x, y = zip(*run) if run else ((), ())
+            ax.plot(x, y, marker="o", markersize=3, color="C0", alpha=0.8, label="mtdqn (a line per run)" if k == 0 else None)
         end = BUDGET_FRAMES // FRAMESKIP
         ax.fill_between([0.96 * end, 1.04 * end], row["p25"], row["p75"], color="C1", alpha=0.35,
                         label=f"{agent} p25-p75")
@@ -143,16 +161,21 @@ def plot(result: dict, games: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def write(result: dict, games: dict[str, dict], out: Path) -> dict[str, Path]:
-    """published.md, .csv, .json and .png in `out` (created)."""
+def write(result: dict, games: dict[str, list[dict]], out: Path) -> dict[str, Path]:
+    """published.md, .csv (a row per run and game), .json and .png in `out` (created)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"published.{k}" for k in ("md", "csv", "json", "png")}
     paths["md"].write_text(markdown(result) + "\n")
     paths["json"].write_text(json.dumps(result, indent=2) + "\n")
-    fields = ["game", "frames", "episodes", "mean", "hns", "p25", "median", "p75", "published_mean", "inside", "gap"]
+    fields = ["game", "source", "frames", "episodes", "mean", "hns", "percentile", "inside", "p25", "median", "p75",
+              "published_mean"]
     with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(result["games"])
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        for r in result["games"]:
+            for k in range(r["runs"]):
+                writer.writerow([r["game"], r["sources"][k], r["frames"][k], r["episodes"][k], r["means"][k],
+                                 r["hns"][k], r["percentiles"][k], r["inside"][k], r["p25"], r["median"], r["p75"],
+                                 r["published_mean"]])
     plot(result, games, paths["png"])
     return paths

@@ -15,6 +15,7 @@ from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.agents.multitask.sharing import torso_of
 from mtdqn.agents.training.config import TrainConfig
 from mtdqn.agents.training.validate import task_weights
+from mtdqn.envs.protocol import family_of
 
 
 def library_versions() -> dict[str, str]:
@@ -29,11 +30,14 @@ def network_spec(cfg: TrainConfig, games: list[str], action_counts: list[int]) -
     """MultiHeadQNetwork's arguments for the config's sharing mode and balancer."""
     return {"action_counts": action_counts, "dueling": cfg.dueling, "torso_of": torso_of(cfg.sharing, games, cfg.groups),
             "tied_init": cfg.sharing == "soft", "popart": cfg.balance == "popart", "norm": cfg.norm,
-            "padding": cfg.padding, "init": cfg.init, "gated": cfg.sharing == "learned", "width": cfg.torso_width}
+            "padding": cfg.padding, "init": cfg.init, "gated": cfg.sharing == "learned", "width": cfg.torso_width,
+            **({"torso": "minatar", "adapter": cfg.input_layer == "per-game"} if family_of(games) == "minatar" else {})}
 
 
-def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) -> DQNLearner:
-    """The network and learner the config asks for: sharing mode, balancer, their options."""
+def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int],
+                  generator: torch.Generator | None = None) -> DQNLearner:
+    """The network and learner the config asks for: sharing mode, balancer, their options; `generator`
+    is the augmentation's stream (None: torch's global RNG). The weights draw from torch's global RNG."""
     network = MultiHeadQNetwork(**network_spec(cfg, games, action_counts))
     return DQNLearner(
         network, learning_rate=cfg.learning_rate, adam_eps=cfg.adam_eps, gamma=cfg.gamma,
@@ -44,7 +48,7 @@ def build_learner(cfg: TrainConfig, games: list[str], action_counts: list[int]) 
         intensity_noise=cfg.intensity_noise, shift_per=cfg.shift_per, reset_interval=cfg.reset_interval,
         target_tau=cfg.target_tau,
         gate_sparsity=cfg.gate_sparsity, gate_sharing=cfg.gate_sharing, gate_lr=cfg.gate_lr,
-        device=cfg.device, precision=cfg.precision)
+        device=cfg.device, precision=cfg.precision, generator=generator)
 
 
 def auto_env_threads(num_games: int, envs_per_game: int) -> int:

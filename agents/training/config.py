@@ -19,12 +19,15 @@ class TrainConfig:
     """Emulator frames to train on, per game (4 per agent step)."""
     seed: int = 0
     """Seed for torch, numpy and the emulators."""
-    protocol: Literal["machado", "classic", "atari100k"] = "machado"
+    protocol: Literal["machado", "classic", "atari100k", "minatar", "minatar_full"] | None = None
     """machado: sticky actions 0.25, no no-ops; classic: no sticky actions, up to 30 no-op starts;
     atari100k: no sticky actions, up to 30 no-op starts, a lost life is terminal for the learner (not for
-    evaluation), as Dopamine's atari_100k runs."""
+    evaluation), as Dopamine's atari_100k runs; minatar: MinAtar's sticky actions 0.1 and difficulty ramping,
+    minimal action sets (minatar_full: all 6 actions, as the MinAtar paper). Default: machado for ALE games,
+    minatar for MinAtar games (config.yaml records the one used)."""
     max_episode_frames: int = 108_000
-    """Episode cap in emulator frames (every protocol uses 108,000: 27,000 agent steps, 30 minutes of play)."""
+    """Episode cap in emulator frames (every protocol uses 108,000: 27,000 agent steps, 30 minutes of play;
+    on MinAtar a frame is a step)."""
     envs_per_game: int = 4
     """Parallel emulators per game."""
     env_threads: int = 0
@@ -78,6 +81,10 @@ class TrainConfig:
     norm: Literal["none", "layer"] = "none"
     """Normalization layers in the torso. layer: GroupNorm(1 group) after each convolution and
     LayerNorm after the dense layer, before their ReLUs."""
+    input_layer: Literal["shared", "per-game"] = "shared"
+    """MinAtar: how games with 4 to 10 channels enter one torso. shared: every observation zero-padded to
+    10 channels into the same convolution; per-game: each game's own 1x1 convolution first (identity at
+    start). ALE games have one input format: shared only."""
     padding: Literal["valid", "same"] = "valid"
     """Convolution padding of the torso. valid: the Nature network's (dense layer reads 3,136 features);
     same: TensorFlow's SAME padding, as Dopamine's JAX agents (DER, DrQ, SPR) have it (7,744 features)."""
@@ -177,6 +184,9 @@ class TrainConfig:
     """W&B project."""
     wandb_entity: str | None = None
     """W&B entity (user or team)."""
+    wandb_tags: str | None = None
+    """Comma-separated W&B tags added to the run's own (suite, sharing, balance, preset), e.g.
+    variant:shared,seed:1 (mtdqn study tags every run with its study, variant and seed)."""
     wandb_group: str | None = None
     """W&B group, e.g. to gather seeds of one experiment."""
     preset: str | None = None

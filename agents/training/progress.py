@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from mtdqn.envs import FRAMESKIP, hns
+from mtdqn.envs import hns
 
 
 class Progress:
@@ -30,7 +30,7 @@ class Progress:
         if self.interval is None or not (force or now - self.last >= self.interval):
             return
         t, total = self.trainer, int(self.trainer.frames.sum())
-        print(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / FRAMESKIP
+        print(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / t.protocol.frameskip
                             / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
                             (int(t.frames.min()) - self.start_frames) / max(now - self.start, 1e-9)),
               file=sys.stderr, flush=True)

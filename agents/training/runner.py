@@ -27,12 +27,14 @@ from mtdqn.agents.core.evaluation import (learning_curves, plot_learning_curves,
                                           write_report)
 from mtdqn.agents.core.learner import NonFiniteError
 from mtdqn.agents.core.replay import TaskBalancedReplay
+from mtdqn.agents.core.streams import Streams
 from mtdqn.agents.core.tracking import Tracker
 from mtdqn.agents.multitask import conflict, structure
 from mtdqn.agents.training.build import auto_env_threads, build_learner, library_versions
 from mtdqn.agents.training.config import TrainConfig
 from mtdqn.agents.training.progress import MetricWindow, Progress
-from mtdqn.envs import FRAMESKIP, PROTOCOLS, resolve_games
+from mtdqn.envs import PROTOCOLS, resolve_games
+from mtdqn.envs.protocol import default_protocol, frame_layout
 
 
 class TrainingStopped(RuntimeError):
@@ -49,20 +51,23 @@ class Trainer:
         self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
         self.games = resolve_games(cfg.suite)
+        cfg.protocol = cfg.protocol or default_protocol(self.games)  # a config built in code, not validated
         base = PROTOCOLS[cfg.protocol]
         self.protocol = replace(base, max_frames_per_episode=cfg.max_episode_frames,
                                 life_loss_terminal=base.life_loss_terminal or cfg.life_loss_terminal,
                                 life_loss_reset=base.life_loss_reset or cfg.life_loss_reset)
-        torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
-        resumed_frames = min(state["frames"]) if state else 0
+        self.streams = Streams.spawn(cfg.seed)  # one generator per consumer (core/streams.py)
+        if state:  # before the actor starts: a resumed run's emulators take the saved stream's next seeds
+            self._load_streams(state)
         env_threads = cfg.env_threads or auto_env_threads(len(self.games), cfg.envs_per_game)
-        # a resumed run starts fresh episodes (emulator state is not saved), from seeds of its own
-        self.actor = self.make_actor(env_threads, env_seed=cfg.seed + resumed_frames)
-        self.learner = build_learner(cfg, self.games, self.actor.action_counts)
+        self.actor = self.make_actor(env_threads)
+        torch.manual_seed(self.streams.network)
+        self.learner = build_learner(cfg, self.games, self.actor.action_counts, self.streams.augment)
         self.replay = TaskBalancedReplay(len(self.games), cfg.replay_size, self.actor.lanes, cfg.n_step,
-                                         balance=cfg.replay_balance, seed=cfg.seed,
-                                         terminal_ends_stack=self.protocol.life_loss_reset)
+                                         balance=cfg.replay_balance, rng=self.streams.replay,
+                                         terminal_ends_stack=self.protocol.life_loss_reset,
+                                         frame_shape=frame_layout(self.games)[0], stack=frame_layout(self.games)[1])
         self.frames = np.zeros(len(self.games), dtype=np.int64)
         self.episodes = np.zeros(len(self.games), dtype=np.int64)
         self.update_credit = 0.0
@@ -112,7 +117,7 @@ class Trainer:
                     fps = (total - last_frames) / max(now - last_time, 1e-9)
                     self.tracker.log(window.flush(self.games, epsilon) | {
                         "train/learning_rate": self.learner.optimizer.param_groups[0]["lr"],
-                        "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / FRAMESKIP,
+                        "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / self.protocol.frameskip,
                         "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
                         "perf/skipped_batches": self.skipped_batches, "replay/transitions": len(self.replay),
                         "replay/bytes_per_transition": self.replay.bytes_per_transition,
@@ -143,11 +148,12 @@ class Trainer:
         self.actor.close()
         return {"checkpoint": str(path), "report": report, "interrupted": None}
 
-    def make_actor(self, env_threads: int, env_seed: int) -> Actor:
-        """Where transitions come from: every game's envs in this process (distributed/ray_trainer.py
-        overrides this and `step` for Ray actors)."""
+    def make_actor(self, env_threads: int) -> Actor:
+        """Where transitions come from: every game's envs in this process, seeded from the emulator
+        stream, exploring with the exploration stream (distributed/ray_trainer.py overrides this and
+        `step` for Ray actors)."""
         return Actor(self.games, self.cfg.envs_per_game, self.protocol, self.cfg.seed, env_threads, self.cfg.device,
-                     env_seed=env_seed)
+                     emulator=self.streams.emulator, exploration=self.streams.exploration)
 
     def epsilon(self) -> np.ndarray:
         """Per-game epsilon: epsilon_start until learning starts, then linear decay (Dopamine's schedule)."""
@@ -196,7 +202,7 @@ class Trainer:
         """Per-game frames received; once learning, each `train_frequency` agent steps per game owe an update."""
         self.frames += frames
         if learning:
-            self.update_credit += frames.sum() / FRAMESKIP / len(self.games) / self.cfg.train_frequency
+            self.update_credit += frames.sum() / self.protocol.frameskip / len(self.games) / self.cfg.train_frequency
         freeze = self.cfg.gate_freeze_frames
         if freeze and self.learner.online.gated and self.frames.min() >= freeze and not self.learner.online.gates_frozen:
             self.learner.freeze_gates()
@@ -223,9 +229,11 @@ class Trainer:
         return metrics
 
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
-        """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps."""
-        transfer = conflict.measure(self.learner, self.replay.sample(self.cfg.conflict_batch_size, ready),
-                                    self.cfg.affinity_lr, self.cfg.affinity_step)
+        """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps. Its
+        batch and augmentation come from the measurement streams: measuring never moves a training stream."""
+        batch = self.replay.sample(self.cfg.conflict_batch_size, ready, self.streams.measure_replay)
+        transfer = conflict.measure(self.learner, batch, self.cfg.affinity_lr, self.cfg.affinity_step,
+                                    generator=self.streams.measure_augment)
         frames, update = int(self.frames.min()), self.learner.updates
         conflict.append_csv(self.run_dir / "conflict.csv", transfer, self.games, frames, update)
         self.tracker.log(conflict.summary_metrics(transfer, self.games, pairs=len(self.games) <= 8), frames)
@@ -287,8 +295,7 @@ class Trainer:
             "frames": [int(f) for f in self.frames], "episodes": [int(e) for e in self.episodes],
             "update_credit": float(self.update_credit), "skipped_batches": self.skipped_batches,
             "learning_starts": int(self.learning_starts),
-            "rng": {"actor": self.actor.rng.bit_generator.state, "replay": self.replay.rng.bit_generator.state,
-                    "torch": torch.get_rng_state()},
+            "rng": self.streams.state_dict() | {"torch": torch.get_rng_state()},
             "wandb_run_id": self.tracker.run_id, "wandb": self.tracker.segment(), "versions": library_versions(),
         }
 
@@ -300,9 +307,7 @@ class Trainer:
         self.episodes[:] = state["episodes"]
         self.update_credit = state["update_credit"]
         self.skipped_batches = state["skipped_batches"]
-        self.actor.rng.bit_generator.state = state["rng"]["actor"]
-        self.replay.rng.bit_generator.state = state["rng"]["replay"]
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch"])  # the network stream; the others were loaded first
         frames = int(self.frames.min())
         replay_file = self.run_dir / "checkpoints" / f"frames_{frames:09d}.replay.npz"
         if replay_file.is_file() and self._load_replay(replay_file):
@@ -311,6 +316,13 @@ class Trainer:
             self.learning_starts = frames + self.cfg.learning_starts
         self.tracker.truncate_after(frames)
         conflict.truncate_csv(self.run_dir / "conflict.csv", frames)
+
+    def _load_streams(self, state: dict) -> None:
+        """Every saved stream's state; one written before a stream existed leaves it at its seed's start."""
+        missing = self.streams.load_state_dict(state["rng"])
+        if missing:
+            tqdm.write(f"mtdqn: warning: the checkpoint has no state for the random stream(s) {', '.join(missing)} "
+                       f"(written before they existed): they start afresh from seed {self.cfg.seed}", file=sys.stderr)
 
     def _load_replay(self, path: Path) -> bool:
         """Load a saved replay; False (with a warning) if its layout differs, e.g. another backend's lanes."""

@@ -30,6 +30,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("learning_rate", "adam_eps", "affinity_lr", "gate_lr", "torso_width", "train_frequency"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    long = [t for t in (cfg.wandb_tags or "").split(",") if len(t.strip()) > 64]
+    if long:
+        raise ConfigError(f"--wandb-tags {long[0].strip()!r} is {len(long[0].strip())} characters: W&B takes tags of "
+                          f"at most 64")
+    check_family(cfg)
     check_life_loss(cfg)
     check_device(cfg.device)
     check_multitask(cfg)
@@ -39,10 +44,35 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def check_family(cfg: TrainConfig) -> None:
+    """The protocol fits the games' family (resolved from them when not given, and recorded so); a per-game
+    input layer is MinAtar's. An unknown game is left to the caller's own message."""
+    from mtdqn.envs import PROTOCOLS, GameError, resolve_games
+    from mtdqn.envs.protocol import default_protocol, family_of
+
+    try:
+        games = resolve_games(cfg.suite)
+    except GameError:
+        return
+    family = family_of(games)
+    if cfg.protocol is None:
+        cfg.protocol = default_protocol(games)
+    if PROTOCOLS[cfg.protocol].family != family:
+        valid = ", ".join(p for p, v in PROTOCOLS.items() if v.family == family)
+        names = {"ale": "ALE", "minatar": "MinAtar"}
+        raise ConfigError(f"--protocol {cfg.protocol} is for {names[PROTOCOLS[cfg.protocol].family]} games and "
+                          f"--suite {cfg.suite} is {names[family]}: choose one of {valid}")
+    if cfg.input_layer == "per-game" and family != "minatar":
+        raise ConfigError("--input-layer per-game is for MinAtar games (4 to 10 channels each); ALE games share "
+                          "one input format: use --input-layer shared")
+
+
 def check_life_loss(cfg: TrainConfig) -> None:
     """A stack restarted at a lost life needs that life to end the learner's episode too."""
     from mtdqn.envs import PROTOCOLS
 
+    if cfg.protocol is None:  # an unknown suite: its own error comes first
+        return
     if cfg.life_loss_reset and not (cfg.life_loss_terminal or PROTOCOLS[cfg.protocol].life_loss_terminal):
         preset = cfg.preset and preset_options(cfg.preset).get("life_loss_reset")
         raise ConfigError(f"--life-loss-reset{f' (on in --preset {cfg.preset})' if preset else ''} needs life-loss "

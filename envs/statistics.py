@@ -1,0 +1,132 @@
+"""Statistics over runs: a runs x games matrix in, rliable's aggregates and intervals out.
+
+The unit of evidence is the run (a training seed), not the episode: seed-to-seed variance dominates
+RL results (drq-eps frostbite scored 1571 at seed 0 and 256 at seed 1), so a run's score on a game
+is the mean of its evaluation episodes, and every interval resamples runs, per game (rliable's
+stratified bootstrap, Agarwal et al. 2021). One run has no interval over seeds: its aggregates are
+point estimates, and anything that needs a spread says so instead of inventing one from episodes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+AGGREGATES = ("iqm", "median", "mean", "optimality_gap")
+ONE_RUN = "1 run: no interval over seeds"
+
+
+def interval_estimates(scores: dict, func, reps: int, seed: int):
+    """rliable's `get_interval_estimates`, the same for the same seed: rliable 1.2's stratified
+    bootstraps draw their resamples from NumPy's global generator (`np.random.choice`), whatever
+    `random_state` says, so that generator is seeded here and put back as it was afterwards."""
+    from rliable import library as rly
+
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
+
+
+def _aggregate_functions():
+    from rliable import metrics
+
+    return (metrics.aggregate_iqm, metrics.aggregate_median, metrics.aggregate_mean,
+            metrics.aggregate_optimality_gap)
+
+
+def point_aggregates(matrix: np.ndarray) -> np.ndarray:
+    """IQM, median, mean and optimality gap (gamma = 1) of a [runs x games] matrix, as rliable pools it:
+    the IQM trims the middle half of all runs x games scores together."""
+    return np.array([f(matrix) for f in _aggregate_functions()])
+
+
+def aggregates(matrix, reps: int = 2000, seed: int = 0) -> dict:
+    """{"runs": n, "iqm": {"value", "ci_low", "ci_high"}, "median", "mean", "optimality_gap"} of a
+    [runs x games] matrix of per-run scores, with 95% stratified-bootstrap intervals over runs.
+    With one run the intervals are None and "interval" says why."""
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+    runs = matrix.shape[0]
+    if runs < 2:
+        point = point_aggregates(matrix)
+        return {"runs": runs, "interval": ONE_RUN,
+                **{name: {"value": float(point[i]), "ci_low": None, "ci_high": None}
+                   for i, name in enumerate(AGGREGATES)}}
+    point, interval = interval_estimates({"x": matrix}, point_aggregates, reps, seed)
+    return {"runs": runs, "interval": f"95% stratified bootstrap over {runs} runs",
+            **{name: {"value": float(point["x"][i]), "ci_low": float(interval["x"][0, i]),
+                      "ci_high": float(interval["x"][1, i])} for i, name in enumerate(AGGREGATES)}}
+
+
+def probability_of_improvement(x, y, reps: int = 2000, seed: int = 0) -> dict:
+    """rliable's P(X > Y): the Mann-Whitney probability that a run of X beats a run of Y on a game, averaged
+    over games, from [runs_x x games] and [runs_y x games] (the run counts may differ). The 95% interval
+    resamples each side's runs per game; with one run on either side there is none."""
+    from rliable import metrics
+
+    x, y = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (x, y))
+    if min(len(x), len(y)) < 2:
+        return {"value": float(metrics.probability_of_improvement(x, y)), "ci_low": None, "ci_high": None,
+                "runs": [len(x), len(y)], "interval": ONE_RUN}
+    point, interval = interval_estimates({"pair": (x, y)}, metrics.probability_of_improvement, reps, seed)
+    return {"value": float(np.squeeze(point["pair"])), "ci_low": float(np.squeeze(interval["pair"][0])),
+            "ci_high": float(np.squeeze(interval["pair"][1])), "runs": [len(x), len(y)],
+            "interval": "95% stratified bootstrap over runs"}
+
+
+def difference_interval(reference, other, reps: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95% interval of mean(other) - mean(reference) on one game, each side's runs resampled independently
+    (rliable's independent bootstrap of a one-game matrix); None unless both sides have 2+ runs."""
+    a, b = (np.asarray(v, dtype=np.float64).reshape(-1, 1) for v in (reference, other))
+    if min(len(a), len(b)) < 2:
+        return None
+    _, interval = interval_estimates({"d": (a, b)}, lambda p, q: np.mean(q) - np.mean(p), reps, seed)
+    return float(np.squeeze(interval["d"][0])), float(np.squeeze(interval["d"][1]))
+
+
+def performance_profiles(matrices: dict[str, np.ndarray], taus, reps: int = 2000, seed: int = 0) -> dict:
+    """label -> (fraction of runs x games scoring above each tau, its 95% interval [2, taus]) as rliable's
+    score distributions; the interval is None for a label with one run."""
+    from rliable import library as rly
+
+    taus = np.asarray(taus, dtype=np.float64)
+    out = {}
+    for label, m in matrices.items():
+        m = np.atleast_2d(np.asarray(m, dtype=np.float64))
+        if len(m) < 2:
+            out[label] = (rly.score_distributions(m, taus), None)
+            continue
+        point, interval = interval_estimates({label: m}, lambda s: rly.score_distributions(s, taus), reps, seed)
+        out[label] = (point[label], interval[label])
+    return out
+
+
+def within_run_interval(episodes: list[np.ndarray], reps: int = 2000, seed: int = 0) -> dict:
+    """One run's aggregates with a 95% interval over its evaluation episodes only (each game's episodes
+    resampled, the game means re-aggregated): how precisely the checkpoint was measured, not how another
+    seed would score. Labelled as such wherever it is shown."""
+    rng = np.random.default_rng(seed)
+    means = np.stack([rng.choice(np.asarray(e, dtype=np.float64), (reps, len(e))).mean(1) for e in episodes], 1)
+    draws = np.stack([point_aggregates(row[None, :]) for row in means])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {name: [float(low[i]), float(high[i])] for i, name in enumerate(AGGREGATES)}
+
+
+def percentile_of(value: float, population) -> float:
+    """Where `value` sits among `population`, in percent: the share below it plus half the share equal
+    to it (so the median of an odd population sits at 50)."""
+    population = np.asarray(population, dtype=np.float64)
+    return float(100.0 * (np.mean(population < value) + 0.5 * np.mean(population == value)))
+
+
+def format_estimate(estimate: dict, digits: int = 3) -> str:
+    """'0.096 [0.071, 0.120]', or '0.096 (1 run: no interval over seeds)'."""
+    value = f"{estimate['value']:.{digits}f}"
+    if estimate.get("ci_low") is None:
+        return f"{value} ({ONE_RUN})"
+    return f"{value} [{estimate['ci_low']:.{digits}f}, {estimate['ci_high']:.{digits}f}]"
