@@ -101,3 +101,18 @@ def test_bad_combinations_are_refused_in_one_line(tmp_path):
         proc = mtdqn("train", *args, "--out", tmp_path / "x", cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_dqn_learns_minatar_breakout_beyond_random(tmp_path):
+    """30,000 steps of one-game DQN on MinAtar breakout (3-step returns, an update per step) and a greedy
+    evaluation of 30 episodes: at least twice the uniform random policy's 0.372 (envs/data/minatar_scores.csv).
+    Measured at this budget: 1.2 (seed 0) and 2.37 (seed 1); 0.0-0.1 at 20,000 steps, before it learns."""
+    run = tmp_path / "run"
+    mtdqn("train", "--suite", "minatar/breakout", "--seed", "1", "--frames-per-game", "30000", "--learning-starts",
+          "1000", "--epsilon-decay-frames", "10000", "--epsilon-end", "0.05", "--target-update-period", "250",
+          "--train-frequency", "1", "--n-step", "3", "--learning-rate", "0.0005", "--envs-per-game", "1",
+          "--eval-interval", "0", "--eval-episodes", "30", "--eval-epsilon", "0", "--conflict-interval", "0",
+          "--out", run, cwd=tmp_path)
+    record = json.loads((run / "evals" / "frames_000030000" / "eval.json").read_text())["games"][0]
+    random, _ = reference_scores()["minatar/breakout"]
+    assert record["episodes"] == 30 and record["raw_mean"] >= 2 * random
