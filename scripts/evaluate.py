@@ -30,7 +30,7 @@ class EvaluateArgs:
     """Comma-separated subset of the checkpoint's games (default: all of them)."""
     epsilon: float = 0.001
     """Exploration rate while evaluating."""
-    protocol: Literal["checkpoint", "machado", "classic"] = "checkpoint"
+    protocol: Literal["checkpoint", "machado", "classic", "minatar", "minatar_full"] = "checkpoint"
     """Protocol to evaluate under; `checkpoint` uses the one the agent was trained with. Another protocol
     changes the emulator (sticky actions, no-op starts, episode cap) but keeps the agent's frame-stack
     restart at a lost life, which belongs to how the agent was trained to see."""
@@ -156,6 +156,10 @@ def main(argv: list[str]) -> None:
     network = load_network(state, args.checkpoint, args.device)
     protocol = Protocol(**state["protocol"])
     if args.protocol != "checkpoint":  # another protocol's emulator; the agent keeps its stack restarts
+        if PROTOCOLS[args.protocol].family != protocol.family:
+            raise UsageError(f"--protocol {args.protocol} is for {PROTOCOLS[args.protocol].family} games and the "
+                             f"checkpoint was trained on {protocol.family} games: choose one of "
+                             + ", ".join(p for p, v in PROTOCOLS.items() if v.family == protocol.family))
         protocol = replace(PROTOCOLS[args.protocol], life_loss_reset=protocol.life_loss_reset)
     if args.max_episode_frames is not None:
         if args.max_episode_frames <= 0:

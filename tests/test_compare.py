@@ -177,3 +177,5 @@ def test_the_cli_takes_seeds_per_label_and_says_how_many(tmp_path):
     assert (tmp_path / "cmp" / "compare_profiles.png").stat().st_size > 10_000
     proc = mtdqn("compare", ref[0], shared[0], shared[1], "--out", tmp_path / "cmp2", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "makes them seeds of one label" in proc.stderr
+    with pytest.raises(CompareError, match="given twice: each run counts once"):  # a seed counted twice
+        compare({"separate": [load(str(ref[0]))], "shared": [load(str(shared[0])), load(str(shared[0]))]})

@@ -60,6 +60,12 @@ def test_the_minatar_torso_and_its_per_game_input_layer():
     assert torch.equal(q[0], q[1])
     with pytest.raises(ValueError, match="torso must be 'minatar'"):
         MultiHeadQNetwork([3, 6], adapter=True)
+    # the learner feeds training batches scaled as the torso scales what it acts on: 0/1 stays 0/1
+    # (ALE's grey levels are divided by 255)
+    from mtdqn.agents.core.learner import DQNLearner
+    for network, levels in ((plain, 1.0), (MultiHeadQNetwork([3, 6]), 255.0)):
+        learner = DQNLearner(network)
+        assert torch.equal(learner.augment(obs, games), obs.float() / levels)
 
 
 def test_train_evaluate_and_resume_two_minatar_games(tmp_path):
@@ -70,7 +76,7 @@ def test_train_evaluate_and_resume_two_minatar_games(tmp_path):
     assert config["protocol"] == "minatar" and config["input_layer"] == "per-game"  # resolved from the games
     resumed = mtdqn("train", "--resume", run, "--frames-per-game", "1500", cwd=tmp_path)
     assert "resuming" in resumed.stderr
-    report = json.loads(next((run / "evals").glob("frames_*/eval.json")).read_text())
+    report = json.loads(sorted((run / "evals").glob("frames_*/eval.json"))[-1].read_text())  # the resumed run's
     protocol = report["protocol"]
     assert (protocol["name"], protocol["family"], protocol["frameskip"]) == ("minatar", "minatar", 1)
     assert (protocol["repeat_action_probability"], protocol["difficulty_ramping"]) == (0.1, True)
@@ -80,9 +86,11 @@ def test_train_evaluate_and_resume_two_minatar_games(tmp_path):
         assert 1500 <= record["frames"] < 1.1 * 1500
         random, dqn = reference_scores()[record["game"]]
         assert record["hns"] == pytest.approx((record["raw_mean"] - random) / (dqn - random))
-    assert "DQN-normalized" in (next((run / "evals").glob("frames_*/eval.md"))).read_text()
+    assert "DQN-normalized" in sorted((run / "evals").glob("frames_*/eval.md"))[-1].read_text()
     evaluated = mtdqn("evaluate", run, "--episodes", "2", cwd=tmp_path).stdout
     assert "| minatar/breakout |" in evaluated and "| DQN-normalized |" in evaluated
+    wrong = mtdqn("evaluate", run, "--protocol", "machado", cwd=tmp_path, check=False)
+    assert wrong.returncode == 2 and "choose one of minatar, minatar_full" in wrong.stderr
 
 
 def test_hns_on_minatar_is_the_dqn_normalized_score_by_hand():
@@ -97,22 +105,23 @@ def test_bad_combinations_are_refused_in_one_line(tmp_path):
             (["--suite", "pong", "--protocol", "minatar"], "--protocol minatar is for MinAtar games"),
             (["--suite", "pong,minatar/breakout"], "mixes MinAtar and ALE games"),
             (["--suite", "minatar/brekout"], "did you mean minatar/breakout"),
-            (["--suite", "pong", "--input-layer", "per-game"], "--input-layer per-game is for MinAtar games")):
+            (["--suite", "pong", "--input-layer", "per-game"], "--input-layer per-game is for MinAtar games"),
+            (["--suite", "minatar/breakout", "--random-shift", "4"], "use --random-shift 0")):
         proc = mtdqn("train", *args, "--out", tmp_path / "x", cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_dqn_learns_minatar_breakout_beyond_random(tmp_path):
-    """30,000 steps of one-game DQN on MinAtar breakout (3-step returns, an update per step) and a greedy
-    evaluation of 30 episodes: at least twice the uniform random policy's 0.372 (envs/data/minatar_scores.csv).
-    Measured at this budget: 1.2 (seed 0) and 2.37 (seed 1); 0.0-0.1 at 20,000 steps, before it learns."""
+    """10,000 steps of one-game DQN on MinAtar breakout (3-step returns, an update per step) and a greedy
+    evaluation of 30 episodes: at least 2.0, over 5x the uniform random policy's 0.372 (envs/data/minatar_scores.csv).
+    Measured with these settings: 3.83 (seed 0) and 4.40 (seed 1) at 10,000 steps; 2.6 at 5,000; 5.07 at 15,000."""
     run = tmp_path / "run"
-    mtdqn("train", "--suite", "minatar/breakout", "--seed", "1", "--frames-per-game", "30000", "--learning-starts",
+    mtdqn("train", "--suite", "minatar/breakout", "--seed", "1", "--frames-per-game", "10000", "--learning-starts",
           "1000", "--epsilon-decay-frames", "10000", "--epsilon-end", "0.05", "--target-update-period", "250",
           "--train-frequency", "1", "--n-step", "3", "--learning-rate", "0.0005", "--envs-per-game", "1",
           "--eval-interval", "0", "--eval-episodes", "30", "--eval-epsilon", "0", "--conflict-interval", "0",
           "--out", run, cwd=tmp_path)
-    record = json.loads((run / "evals" / "frames_000030000" / "eval.json").read_text())["games"][0]
+    record = json.loads((run / "evals" / "frames_000010000" / "eval.json").read_text())["games"][0]
     random, _ = reference_scores()["minatar/breakout"]
-    assert record["episodes"] == 30 and record["raw_mean"] >= 2 * random
+    assert record["episodes"] == 30 and record["raw_mean"] >= 2.0 > 5 * random

@@ -75,6 +75,8 @@ def test_seeds_of_a_game_are_its_runs_and_every_game_needs_as_many(tmp_path):
         gather([str(s0), str(s1), str(lone)])
     with pytest.raises(CompareError, match="is given twice"):
         gather([str(s0), str(s0)])
+    with pytest.raises(CompareError, match="is given twice"):  # a run folder and its own eval.json: one run
+        gather([str(s0), str(next(s0.glob("evals/*/eval.json")))])
 
 
 def test_off_protocol_or_budget_is_warned_and_unknown_or_repeated_games_refused(tmp_path):

@@ -209,7 +209,7 @@ def training_rates(game: str, envs_per_game: int, sizes: Sizes, protocol: str = 
 # -- scale ---------------------------------------------------------------------------------------------
 def scale_suite(num_games: int) -> list[str]:
     """1 game: the first of atari5; 5, 10, 26, 57: the named suite of that size; else atari57's first n."""
-    named = {len(games): list(games) for games in suites().values()}
+    named = {len(games): list(games) for name, games in suites().items() if name.startswith("atari")}
     named[1] = [suites()["atari5"][0]]
     return named.get(num_games) or list(suites()["atari57"][:num_games])
 

@@ -47,8 +47,9 @@ def intensity(frames: torch.Tensor, scale: float, generator: torch.Generator | N
 
 
 def augment(frames: torch.Tensor, pad: int, scale: float, groups: torch.Tensor | None = None,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 stacks -> float stacks scaled to [0, 1], shifted by up to `pad` pixels (one offset per
-    stack, or per group of `groups`) and intensity-scaled (one factor per stack); offsets and factors
-    drawn from `generator` (a CPU one), or torch's global RNG if None."""
-    return intensity(random_shift(frames, pad, generator=generator, groups=groups).float() / 255.0, scale, generator)
+            generator: torch.Generator | None = None, levels: float = 255.0) -> torch.Tensor:
+    """uint8 stacks -> float stacks scaled to [0, 1] (divided by `levels`: 255 for ALE's grey frames, 1 for
+    MinAtar's 0/1 grids, the torso's own `levels`), shifted by up to `pad` pixels (one offset per stack, or
+    per group of `groups`) and intensity-scaled (one factor per stack); offsets and factors drawn from
+    `generator` (a CPU one), or torch's global RNG if None."""
+    return intensity(random_shift(frames, pad, generator=generator, groups=groups).float() / levels, scale, generator)

@@ -161,16 +161,17 @@ def plot_hns(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["games"] if "hns" in r]
+    name = score_name([r["game"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 0.35 * max(len(rows), 3) + 1.2))
     if rows:
         ax.barh([r["game"] for r in rows], [r["hns"] for r in rows], color="tab:blue")
-        ax.axvline(1.0, color="gray", linestyle="--", linewidth=1, label="human")
+        ax.axvline(1.0, color="gray", linestyle="--", linewidth=1, label="human" if name == "HNS" else "DQN")
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.legend(loc="lower right")
     ax.invert_yaxis()
-    ax.set_xlabel("human-normalized score")
+    ax.set_xlabel(name)
     iqm = report["aggregate"].get("iqm")
-    title = f"IQM HNS {iqm['value']:.3f}" if iqm else "no game with a human reference"
+    title = f"IQM {name} {iqm['value']:.3f}" if iqm else "no game with a reference score"
     ax.set_title(f"{title} ({report['protocol']['name']} protocol)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

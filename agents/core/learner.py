@@ -122,7 +122,8 @@ class DQNLearner:
         """uint8 stacks -> augmented float stacks; states and successors each draw their own offsets,
         from `generator` (a measurement's own) or else the learner's augmentation stream."""
         return augment(frames, self.random_shift, self.intensity_noise, game if self.shift_per == "game" else None,
-                       generator=self.generator if generator is None else generator)
+                       generator=self.generator if generator is None else generator,
+                       levels=self.online.torsos[0].levels)  # what the torso divides uint8 input by itself
 
     def td_targets(self, rewards, terminated, steps, next_obs, game,
                    generator: torch.Generator | None = None) -> torch.Tensor:

@@ -179,7 +179,7 @@ class MultiHeadQNetwork(nn.Module):
             return self.torsos[0](obs, [g[game_ids] for g in self.gates()], self.kept_channels(), game_ids=game_ids)
         if len(self.torsos) == 1:
             return self.torsos[0](obs, game_ids=game_ids)
-        obs = obs if obs.is_floating_point() else obs.float() * self.torsos[0].scale
+        obs = obs if obs.is_floating_point() else obs.float() / self.torsos[0].levels
         which = self.torso_index[game_ids]
         out = obs.new_zeros(len(obs), self.torsos[0].out_features)
         for t, torso in enumerate(self.torsos):

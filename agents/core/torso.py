@@ -73,7 +73,7 @@ class NatureTorso(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     xavier(m)
 
-    scale = 1.0 / 255.0  # uint8 frames to [0, 1]
+    levels = 255.0  # uint8 grey levels: frames / levels are in [0, 1]
 
     def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None,
                 keep: list[torch.Tensor] | None = None, game_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,7 +81,7 @@ class NatureTorso(nn.Module):
         Only those are computed, from slices of the weights, and the dense layer's output is scattered back
         to full width with zeros where no game looks: the values of masking them, without their cost.
         game_ids: unused (every game reads the same input layer)."""
-        x = obs if obs.is_floating_point() else obs.float() * self.scale
+        x = obs if obs.is_floating_point() else obs.float() / self.levels
         if masks is None:
             return self.net(x)
         relus, kept = iter(masks), iter(keep or ())
@@ -140,7 +140,7 @@ class MinAtarTorso(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     xavier(m)
 
-    scale = 1.0  # the grid's channels are 0/1 already
+    levels = 1.0  # the grid's channels are 0/1 already
     layer_names = ("conv1", "dense")
 
     def forward(self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None,

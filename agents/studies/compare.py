@@ -150,6 +150,10 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
         raise CompareError(f"reference {ref!r} is not one of the labels {', '.join(labels)}")
     labels = {ref: labels[ref], **{l: r for l, r in labels.items() if l != ref}}
     everyone = [r for runs in labels.values() for r in runs]
+    folders = [str((run_folder(Path(r.source)) or Path(r.source)).resolve()) for r in everyone]
+    twice = [f for f in dict.fromkeys(folders) if folders.count(f) > 1]
+    if twice:  # a seed counted twice would narrow every interval
+        raise CompareError(f"{twice[0]!r} is given twice: each run counts once")
     games = [g for g in everyone[0].hns if all(g in r.hns for r in everyone[1:])]
     if not games:
         raise CompareError("the runs share no game with a human reference score")

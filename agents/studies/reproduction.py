@@ -30,10 +30,11 @@ def gather(paths: list[str]) -> dict[str, list[dict]]:
     seen = set()
     for path in paths:
         p, _ = report_path(path)
-        if p.resolve() in seen:
-            raise CompareError(f"{str(p)!r} is given twice: give each run once")
-        seen.add(p.resolve())
         report, run = read_report(p), run_folder(p)
+        key = (run or p).resolve()  # a run folder and one of its eval.json files are the same run
+        if key in seen:
+            raise CompareError(f"{str(run or p)!r} is given twice: give each run once")
+        seen.add(key)
         for record in report["games"]:
             games.setdefault(record["game"], []).append({**record, "source": str(p), "protocol": report.get("protocol", {}),
                                                          "run": str(run) if run else None})

@@ -92,10 +92,12 @@ def _mapping(loader: _Loader, node, deep: bool = False):
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if key == "<<":
-            continue
         mark = key_node.start_mark
         line = f"{mark.line + 1}:{mark.column + 1}"
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise StudyError(f"{loader.name}: a key at line:column {line} is a {type(key).__name__}, not a name")
+        if key == "<<":
+            continue
         if key in seen:
             raise StudyError(f"{loader.name}: {key!r} is given twice (line:column {seen[key]} and {line})")
         seen[key] = line
@@ -201,8 +203,8 @@ def argv(options: dict) -> list[str]:
 
 def slug(suite: str) -> str:
     """A suite as a folder name: a named suite as it is, listed games joined by '+' (a long list by its
-    size and a hash)."""
-    games = [g.strip() for g in suite.split(",")]
+    size and a hash); a MinAtar id's '/' becomes '-' (minatar-breakout), so a run is one folder deep."""
+    games = [g.strip().replace("/", "-") for g in suite.split(",")]
     text = "+".join(games)
     if len(text) <= 60:
         return text
@@ -222,13 +224,14 @@ def plan(study: Study, resolve, host: dict | None = None) -> list[Run]:
                          {**study.common, **options}) for seed in study.seeds]
     if study.baseline is not None:
         games = dict.fromkeys(g for suite in study.suites for g in resolve_games(suite))
-        runs += [Run("baseline", game, seed, study.out / "baseline" / game / f"seed{seed}",
+        runs += [Run("baseline", game, seed, study.out / "baseline" / slug(game) / f"seed{seed}",
                      {**study.common, **study.baseline}) for game in games for seed in study.seeds]
     for run in runs:
         options = {**(host or {}), **run.options}
         if study.track:
-            options |= {"track": True, "wandb_group": study.name,
-                        "wandb_tags": f"study:{study.name},variant:{run.variant},seed:{run.seed}"}
+            own = options.pop("wandb-tags", None) or options.pop("wandb_tags", None)  # the file's, kept
+            tags = f"study:{study.name},variant:{run.variant},seed:{run.seed}"
+            options |= {"track": True, "wandb_group": study.name, "wandb_tags": f"{own},{tags}" if own else tags}
         run.flags = [*argv(options), f"--suite={run.suite}", f"--seed={run.seed}"]
         where = f"{study.path}: {'baseline' if run.variant == 'baseline' else f'variant {run.variant!r}'}"
         cfg = resolve(run.flags, where)

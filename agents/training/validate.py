@@ -62,6 +62,9 @@ def check_family(cfg: TrainConfig) -> None:
         names = {"ale": "ALE", "minatar": "MinAtar"}
         raise ConfigError(f"--protocol {cfg.protocol} is for {names[PROTOCOLS[cfg.protocol].family]} games and "
                           f"--suite {cfg.suite} is {names[family]}: choose one of {valid}")
+    if family == "minatar" and cfg.random_shift:
+        raise ConfigError(f"--random-shift {cfg.random_shift} shifts ALE's 84x84 frames; on MinAtar's 10x10 grid it "
+                          f"would move objects off the board: use --random-shift 0")
     if cfg.input_layer == "per-game" and family != "minatar":
         raise ConfigError("--input-layer per-game is for MinAtar games (4 to 10 channels each); ALE games share "
                           "one input format: use --input-layer shared")
