@@ -178,6 +178,7 @@ def _run_ray(tasks, every, study, total: int, done: int, state, args):
     """The tasks as Ray tasks of 2 CPUs each (launch.run_blocking), at most --jobs (default: CPUs / 2) in flight;
     Ctrl-C asks every running one to stop at a checkpoint through a file beside the study's folder."""
     import os
+    import signal
     import time
 
     import ray
@@ -195,6 +196,7 @@ def _run_ray(tasks, every, study, total: int, done: int, state, args):
     remote = ray.remote(num_cpus=launch.CPUS_PER_RUN, max_retries=0)(launch.run_blocking)
     stop_file = study.out.resolve() / f".stop-{os.getpid()}"
     pending, refs = list(tasks), {}
+    previous = signal.signal(signal.SIGTERM, launch.raise_interrupt)  # a scheduler's SIGTERM stops as Ctrl-C does
     try:
         while pending or refs:
             while pending and len(refs) < jobs:
@@ -219,6 +221,7 @@ def _run_ray(tasks, every, study, total: int, done: int, state, args):
                 ray.cancel(ref, force=True)
         return board, False
     finally:
+        signal.signal(signal.SIGTERM, previous)
         stop_file.unlink(missing_ok=True)
         ray.shutdown()
 

@@ -224,7 +224,7 @@ def _duration(seconds: float) -> str:
 def run_local(tasks: list[Task], board: Board) -> bool:
     """Run the tasks as processes, board.jobs at once; False when interrupted (every run then stopped)."""
     pending = list(tasks)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         while pending or board.running:
             while pending and len(board.running) < board.jobs:
@@ -248,7 +248,7 @@ def run_local(tasks: list[Task], board: Board) -> bool:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _raise_interrupt(signum, frame) -> None:
+def raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 

@@ -295,7 +295,8 @@ class Trainer:
             "frames": [int(f) for f in self.frames], "episodes": [int(e) for e in self.episodes],
             "update_credit": float(self.update_credit), "skipped_batches": self.skipped_batches,
             "learning_starts": int(self.learning_starts),
-            "rng": self.streams.state_dict() | {"torch": torch.get_rng_state()},
+            "rng": self.streams.state_dict() | {"torch": torch.get_rng_state()} | (
+                {"cuda": torch.cuda.get_rng_state_all()} if self.learner.device.type == "cuda" else {}),
             "wandb_run_id": self.tracker.run_id, "wandb": self.tracker.segment(), "versions": library_versions(),
         }
 
@@ -308,6 +309,8 @@ class Trainer:
         self.update_credit = state["update_credit"]
         self.skipped_batches = state["skipped_batches"]
         torch.set_rng_state(state["rng"]["torch"])  # the network stream; the others were loaded first
+        if "cuda" in state["rng"] and self.learner.device.type == "cuda":  # gate noise and resets drawn on the GPU
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         frames = int(self.frames.min())
         replay_file = self.run_dir / "checkpoints" / f"frames_{frames:09d}.replay.npz"
         if replay_file.is_file() and self._load_replay(replay_file):
