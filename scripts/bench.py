@@ -62,6 +62,17 @@ def markdown_table(result: dict) -> str:
                      ("1 game; " if row["games"] > 1 else "")
                      + f"raw env {_f(row['raw_env_steps_per_s'])} ({_f(row['vs_raw_env'], 2)})",
                      _f(row["vs_1_game"], 2), _target(row["vs_1_game"], t["scale_max_vs_1_game"]) if last else ""))
+    seeds = result.get("minatar_seeds", {})
+    if "cost_per_seed_vs_separate" in seeds:
+        rows += [
+            (f"{seeds['game']}, 1 seed, agent steps/s", _f(seeds["one_seed_steps_per_s"]), "", "", ""),
+            (f"{seeds['game']}, {seeds['seeds']} seeds in one batch, agent steps/s per seed",
+             _f(seeds["batch_steps_per_s_per_seed"]), f"1 seed alone {_f(seeds['one_seed_steps_per_s'])}",
+             _f(seeds["batch_steps_per_s_per_seed"] / seeds["one_seed_steps_per_s"], 2), ""),
+            (f"CPU time per seed, {seeds['seeds']} seeds batched / separate processes",
+             _f(seeds["cost_per_seed_vs_separate"], 2), "separate: 1.00", _f(seeds["cost_per_seed_vs_separate"], 2),
+             _target(seeds["cost_per_seed_vs_separate"], t["minatar_seeds_cost_per_seed"], False)),
+        ]
     bpt = m["replay_bytes_per_transition"]
     rows += [
         ("replay bytes per transition", _f(bpt), f"SB3 DQN {_f(m['sb3_replay_bytes_per_transition'])}",
@@ -87,6 +98,11 @@ def markdown_table(result: dict) -> str:
         f"torch {s['torch']}, {s['torch_threads']} torch thread(s), {s['cpu_count']} CPUs, load average "
         f"{load:.2f} at start; {result['elapsed_s']:.0f} s" + (" (quick)" if s["quick"] else ""),
     ]
+    if "cost_per_seed_vs_separate" in seeds:
+        lines.append(f"MinAtar update alone: 1 seed {seeds['one_update_ms']:.1f} ms, {seeds['seeds']} seeds "
+                     f"{seeds['batch_update_ms']:.1f} ms ({seeds['batch_update_ms_per_seed']:.1f} ms per seed)")
+    elif seeds:
+        lines.append(f"MinAtar seeds rows skipped: {seeds['skipped']}")
     lines += ["", "| update (fp32, batch 32 per game) | games | GFLOPs | ms | ms per game | vs first |",
               "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['variant']} | {r['games']} | {r['gflops']:.2f} | {r['ms_per_update']:.1f} | "
@@ -130,6 +146,10 @@ def validate(args: BenchArgs) -> None:
         sb3_train_freq(TrainConfig.train_frequency, args.envs_per_game)
     except ValueError as e:
         raise UsageError(f"--envs-per-game: {e}") from None
+    if args.seeds < 2:
+        raise UsageError(f"--seeds must be 2 or more (the batch set against one seed), got {args.seeds}")
+    if not args.minatar_game.startswith("minatar/") or "," in args.minatar_game:
+        raise UsageError(f"--minatar-game takes one MinAtar game id (minatar/<game>), got {args.minatar_game!r}")
     if args.out and Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} is a folder: give a file name like bench.json")
 

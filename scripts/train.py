@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import shutil
 import sys
@@ -39,7 +40,13 @@ class TrainArgs(TrainConfig):
     latest return per game, ETA. Not part of the run's config."""
     resume: str | None = None
     """Continue the run in this folder from its newest intact checkpoint, with its saved config
-    (--frames-per-game may raise the budget; --threads, --env-threads and the backend may change)."""
+    (--frames-per-game may raise the budget; --threads, --env-threads and the backend may change).
+    A folder of --seeds runs resumes its unfinished seeds together."""
+    seeds: str | None = None
+    """Train these seeds (e.g. 0,1,2) in one process, instead of --seed: seed s's run goes to OUT/seed<s>
+    and learns what --seed s alone learns (to float rounding: docs/minatar.md, "Many seeds in one
+    process"); every update and acting forward is one computation over all seeds. Hard sharing, fp32,
+    --balance equal or weighted, --on-nonfinite stop."""
 
 
 def _flags(argv: list[str]) -> set[str]:
@@ -64,6 +71,8 @@ def parse(argv: list[str]) -> TrainArgs:
         if extra:
             raise UsageError(f"--resume continues with the run's saved config; drop {', '.join(extra)} "
                              "(only --frames-per-game, --threads, --env-threads and the backend options may change)")
+    if args.seeds is not None:
+        check_seeds(args, argv)
     if args.progress_interval < 0:
         raise UsageError(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
@@ -71,6 +80,63 @@ def parse(argv: list[str]) -> TrainArgs:
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return args
+
+
+def seed_list(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; a clear error for anything but distinct integers >= 0."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r} must be integers >= 0 separated by commas, e.g. 0,1,2") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise UsageError(f"--seeds {text!r} must name 2 or more distinct integers >= 0, e.g. 0,1,2")
+    return seeds
+
+
+def check_seeds(args: TrainArgs, argv: list[str]) -> None:
+    """--seeds: its list, no --seed beside it, and options one computation over seeds can run."""
+    seed_list(args.seeds)
+    if "--seed" in _flags(argv):
+        raise UsageError(f"--seeds {args.seeds} trains several seeds: drop --seed")
+    check_batchable(args, "--seeds")
+
+
+def check_batchable(cfg: TrainConfig, what: str) -> None:
+    """The options an update over all seeds at once can take (the same steps for every seed)."""
+    refused = [name for name, bad in (
+        (f"--sharing {cfg.sharing}", cfg.sharing != "shared"),
+        (f"--balance {cfg.balance}", cfg.balance not in ("equal", "weighted")),
+        ("--replay-balance proportional", cfg.replay_balance != "equal"),
+        ("--precision bf16", cfg.precision != "fp32"), ("--reset-interval", cfg.reset_interval > 0),
+        ("--on-nonfinite skip", cfg.on_nonfinite == "skip"), ("--backend ray", cfg.backend != "local")) if bad]
+    if refused:
+        raise UsageError(f"{what} cannot run with {', '.join(refused)}: an update over all seeds must take the same "
+                         "steps for each (hard sharing, fp32, --balance equal or weighted); train those seeds one "
+                         "by one, e.g. with mtdqn study")
+
+
+def check_seed_folder(folder: Path) -> None:
+    """A --seeds --out holds seed<k> runs only: never a file, a run, or a folder of other things."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {str(folder)!r} is a file, not a folder")
+    if (folder / "config.yaml").exists():
+        raise UsageError(f"--out {str(folder)!r} holds a single run: --seeds needs a folder of its own for its "
+                         "seed<k> runs")
+    other = sorted(p.name for p in folder.iterdir() if not re.fullmatch(r"seed\d+", p.name)) if folder.is_dir() else []
+    if other:
+        raise UsageError(f"--out {str(folder)!r} holds {other[0]!r}, which is not a seed<k> run of --seeds: choose a "
+                         f"new or empty folder, e.g. {folder / 'NAME'}")
+
+
+def same_configuration(runs: list[tuple[TrainConfig, dict | None, Path]], folder: Path) -> None:
+    """Resumed together, seeds must be one configuration: their configs may differ in seed, folder and W&B only."""
+    own = {"seed", "out", "wandb_group", "wandb_tags"}
+    first = {k: v for k, v in runs[0][0].to_dict().items() if k not in own}
+    for cfg, _, run_dir in runs[1:]:
+        differ = sorted(k for k, v in cfg.to_dict().items() if k not in own and first.get(k) != v)
+        if differ:
+            raise UsageError(f"{run_dir} differs from {runs[0][2]} in {', '.join(differ)}: the runs of {folder} are "
+                             "not one configuration; resume them one by one")
 
 
 def warn_if_cannot_learn(cfg: TrainConfig) -> None:
@@ -128,6 +194,11 @@ def main(argv: list[str]) -> None:
     from mtdqn.agents.core import checkpoint
     from mtdqn.envs import resolve_games
 
+    if args.seeds or (args.resume and seed_runs(Path(args.resume))):
+        try:
+            return train_seeds(args, argv)
+        except KeyboardInterrupt:
+            exit_interrupted(f"interrupted: resume with mtdqn train --resume {args.resume or args.out}")
     if args.resume:
         run_dir = Path(args.resume)
         given = _flags(argv)
@@ -158,6 +229,23 @@ def main(argv: list[str]) -> None:
         interrupted(run_dir, owned, existed)
 
 
+def start(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]):
+    """The run folder's config.yaml and command.txt (--force clears the old run's results first), and its tracker."""
+    if args.force:  # the old run's results must not mix with the new one's
+        for old in ("checkpoints", "evals"):
+            shutil.rmtree(run_dir / old, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
+        f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
+
+    from mtdqn.agents.core.tracking import Tracker
+
+    return Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
+                         entity=cfg.wandb_entity, group=cfg.wandb_group,
+                         previous=state.get("wandb") if state else None)
+
+
 def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]) -> None:
     from mtdqn.agents.training.runner import Trainer, TrainingStopped
 
@@ -170,19 +258,7 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
             connect(cfg.ray_address, cfg.num_actors)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-    if args.force:  # the old run's results must not mix with the new one's
-        for old in ("checkpoints", "evals"):
-            shutil.rmtree(run_dir / old, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
-        f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
-
-    from mtdqn.agents.core.tracking import Tracker
-
-    tracker = Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
-                            entity=cfg.wandb_entity, group=cfg.wandb_group,
-                            previous=state.get("wandb") if state else None)
+    tracker = start(cfg, state, run_dir, args, argv)
     try:
         progress = None if sys.stderr.isatty() else args.progress_interval
         result = trainer_class(cfg, run_dir, tracker, state, progress_interval=progress).run()
@@ -191,6 +267,11 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
         sys.exit(3)
     finally:
         tracker.finish()
+    report(result, run_dir)
+
+
+def report(result: dict, run_dir: Path) -> None:
+    """A finished run's score table and where it is; an interrupted one's resume command."""
     if result["interrupted"]:
         print(f"stopped by {result['interrupted']}: checkpoint {result['checkpoint']}\n"
               f"resume with: mtdqn train --resume {run_dir}", file=sys.stderr)
@@ -200,3 +281,65 @@ def train(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
     print(markdown_table(result["report"]))
     print(f"run folder: {run_dir}\nfinal checkpoint: {result['checkpoint']}\n"
           f"evaluate it with: mtdqn evaluate {result['checkpoint']}", file=sys.stderr)
+
+
+def seed_runs(folder: Path) -> list[Path]:
+    """The seed<k> run folders of a --seeds folder, by seed (none in a run folder)."""
+    if (folder / "config.yaml").exists() or not folder.is_dir():
+        return []
+    runs = [p for p in folder.iterdir() if re.fullmatch(r"seed\d+", p.name) and (p / "config.yaml").is_file()]
+    return sorted(runs, key=lambda p: int(p.name[4:]))
+
+
+def train_seeds(args: TrainArgs, argv: list[str]) -> None:
+    """--seeds: one run folder per seed under --out, trained together; --resume OUT: its unfinished seeds."""
+    from mtdqn.agents.core import checkpoint
+    from mtdqn.envs import resolve_games
+
+    runs = []  # (config, checkpoint state, folder) of each seed to train
+    if args.resume:
+        folder, given = Path(args.resume), _flags(argv)
+        for run_dir in seed_runs(folder):
+            cfg = saved_config(run_dir, {name: getattr(args, name) for name in RESUMABLE
+                                         if f"--{name.replace('_', '-')}" in given})
+            _, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
+            done = min(state["frames"]) if state else 0
+            if not (done >= cfg.frames_per_game and (run_dir / "evals" / f"frames_{done:09d}" / "eval.json").is_file()):
+                runs.append((cfg, state, run_dir))
+        if not runs:
+            print(f"every seed in {folder} already finished; nothing to do. Raise --frames-per-game to train on.")
+            return
+        if len(runs) > 1:
+            same_configuration(runs, folder)
+            check_batchable(runs[0][0], f"--resume {folder} (its seeds together)")
+        print(f"resuming {', '.join(d.name for _, _, d in runs)} of {folder}", file=sys.stderr)
+    else:
+        folder = Path(args.out)
+        check_seed_folder(folder)
+        resolve_games(args.suite)
+        options = {k: getattr(args, k) for k in TrainConfig.field_names()}
+        for seed in seed_list(args.seeds):
+            run_dir = folder / f"seed{seed}"
+            check_out(run_dir, args.force)
+            runs.append((TrainConfig(**options | {"seed": seed, "out": str(run_dir),
+                                                  "wandb_group": args.wandb_group or folder.name}), None, run_dir))
+    warn_if_cannot_learn(runs[0][0])
+    if len(runs) == 1:  # one seed left to finish: it goes on alone
+        return train(*runs[0], args, argv)
+    from mtdqn.agents.training.runner import Trainer, TrainingStopped
+    from mtdqn.agents.training.seed_runner import SeedBatchTrainer
+
+    trackers = [start(cfg, state, run_dir, args, argv) for cfg, state, run_dir in runs]
+    progress = None if sys.stderr.isatty() else args.progress_interval
+    try:  # progress lines: the first seed's (the others step with it)
+        trainers = [Trainer(cfg, run_dir, tracker, state, progress_interval=progress if i == 0 else None)
+                    for i, ((cfg, state, run_dir), tracker) in enumerate(zip(runs, trackers))]
+        results = SeedBatchTrainer(trainers).run()
+    except TrainingStopped as e:
+        print(f"mtdqn: error: {e}", file=sys.stderr)
+        sys.exit(3)
+    finally:
+        for tracker in trackers:
+            tracker.finish()
+    for result, (_, _, run_dir) in zip(results, runs):
+        report(result, run_dir)

@@ -23,7 +23,8 @@ TINY = benchmark.Sizes(acting_steps=200, fill_steps=80, learn_warmup_steps=16, t
                        scale_steps=120, scale_games=(1, 2), cost_updates=1,
                        cost_variants=("Nature torso, target network", "Nature torso, target = online",
                                       "drq-eps (Dopamine torso, target = online)", "drq-eps, 4 games (4 x 32)",
-                                      HARD, LEARNED, PRUNED))
+                                      HARD, LEARNED, PRUNED),
+                       minatar_fill_steps=100, minatar_steps=20, minatar_updates=2)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def result(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(benchmark, "QUICK", TINY)
         bench.main(["--quick", "--out", str(out), "--suite", "pong,breakout", "--game", "pong",
-                    "--envs-per-game", "2", "--scale-envs", "2"])
+                    "--envs-per-game", "2", "--scale-envs", "2", "--seeds", "2"])
     return json.loads(out.read_text())
 
 
@@ -96,7 +97,8 @@ def test_table_has_every_row(result):
 
 
 @pytest.mark.parametrize("args", [["--game", "pong,breakout"], ["--game", "pongg"], ["--envs-per-game", "3"],
-                                  ["--threads", "0"], ["--suite", "atari6"], ["--precision", "fp16"]])
+                                  ["--threads", "0"], ["--suite", "atari6"], ["--precision", "fp16"], ["--seeds", "1"],
+                                  ["--minatar-game", "breakout"]])
 def test_bad_input_is_one_line_and_exit_2(args, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["bench", *args])
@@ -195,3 +197,13 @@ def test_learned_sharing_is_timed_against_hard_sharing_at_the_same_width(result)
     table = bench.markdown_table(result)
     assert "learned sharing before the freeze / hard sharing: " in table and "target <= 1.25" in table
     assert "learned sharing frozen, half of each layer pruned / hard sharing: " in table
+
+
+def test_minatar_seed_rows_set_a_batch_of_seeds_against_one_seed(result):
+    pytest.importorskip("minatar")
+    x = result["minatar_seeds"]
+    assert x["game"] == "minatar/breakout" and x["seeds"] == 2 and x["steps_per_seed"] == 20
+    assert x["one_seed_steps_per_s"] > 0 and x["batch_seed_steps_per_s"] > 0
+    assert x["cost_per_seed_vs_separate"] == pytest.approx(x["one_seed_steps_per_s"] / x["batch_seed_steps_per_s"])
+    assert x["batch_update_ms_per_seed"] == pytest.approx(x["batch_update_ms"] / 2)
+    assert "CPU time per seed, 2 seeds batched / separate processes" in bench.markdown_table(result)

@@ -18,6 +18,27 @@ def t(*values):
     return torch.tensor(values, dtype=torch.float32)
 
 
+def one_seed(grads, **options):
+    """`combine` for one agent: its seed axis of 1 added, then taken off."""
+    combined, norms = combine({g: [None if x is None else x[None] for x in xs] for g, xs in grads.items()}, **options)
+    return [None if x is None else x[0] for x in combined], {g: n[0] for g, n in norms.items()}
+
+
+def test_seeds_are_combined_each_on_its_own():
+    """A seed batch's gradients combined at once equal each seed's combined alone."""
+    gen = torch.Generator().manual_seed(0)
+    seeds = [{g: [torch.randn(3, 2, generator=gen) * (1 + 5 * g), torch.randn(3, generator=gen), None if g else
+                  torch.randn(2, generator=gen)] for g in range(2)} for _ in range(3)]
+    stacked = {g: [None if seeds[0][g][i] is None else torch.stack([s[g][i] for s in seeds]) for i in range(3)]
+               for g in range(2)}
+    combined, norms = combine(stacked, shared={0}, max_norm=4.0, weights={0: 1.0, 1: 0.5})
+    for s, grads in enumerate(seeds):
+        alone, alone_norms = one_seed(grads, shared={0}, max_norm=4.0, weights={0: 1.0, 1: 0.5})
+        for x, y in zip(combined, alone):
+            torch.testing.assert_close(x[s], y)
+        assert [float(n[s]) for n in norms.values()] == pytest.approx([float(n) for n in alone_norms.values()])
+
+
 def test_chunks_are_slices_where_a_game_is_contiguous():
     chunks = game_chunks(np.array([0, 0, 2, 2, 2, 1, 0]))
     assert [g for g, _ in chunks] == [0, 1, 2]
@@ -29,7 +50,7 @@ def test_a_shared_parameter_takes_the_sum_rescaled_row_by_row_to_the_games_mean_
     # parameter 0: a shared torso layer of 2 output channels (rows); 1: a head whose rows the games own;
     # 2: a torso only game 1 reads
     grads = {0: [t(3, 4, 1, 0).view(2, 2), t(1, 0), None], 1: [t(0, 2, 0, 0).view(2, 2), t(0, 1), t(2, 0)]}
-    combined, norms = combine(grads, shared={0})
+    combined, norms = one_seed(grads, shared={0})
     # row 0: both games reach it, norms 5 and 2: their sum (3, 6) rescaled to norm 3.5
     torch.testing.assert_close(combined[0][0], t(3, 6) * 3.5 / math.sqrt(45))
     # row 1: only game 0 reaches it (learned sharing's own channel): its gradient whole
@@ -42,19 +63,19 @@ def test_a_shared_parameter_takes_the_sum_rescaled_row_by_row_to_the_games_mean_
 
 def test_each_game_is_clipped_by_its_own_norm_then_weighted():
     grads = {0: [t(3, 4).view(1, 2), t(1, 0)], 1: [t(0, 2).view(1, 2), t(0, 1)]}
-    combined, _ = combine(grads, shared={0}, max_norm=2.0, weights={0: 1.0, 1: 3.0})
+    combined, _ = one_seed(grads, shared={0}, max_norm=2.0, weights={0: 1.0, 1: 3.0})
     c0, c1 = 2 / (math.sqrt(26) + 1e-6), 3 * 2 / (math.sqrt(5) + 1e-6)
     torso = t(3, 4) * c0 + t(0, 2) * c1
     torch.testing.assert_close(combined[0][0], torso * ((5 * c0 + 2 * c1) / 2) / torso.norm())
     torch.testing.assert_close(combined[1], t(c0, c1))
     # a game under the threshold is untouched
-    combined, _ = combine({0: [t(0.3, 0.4)]}, shared=set(), max_norm=2.0)
+    combined, _ = one_seed({0: [t(0.3, 0.4)]}, shared=set(), max_norm=2.0)
     torch.testing.assert_close(combined[0], t(0.3, 0.4))
 
 
 def test_pcgrad_projects_the_shared_parameters_then_rescales():
     grads = {0: [t(1, 0).view(1, 2), t(5, 0)], 1: [t(-1, 1).view(1, 2), t(0, 7)]}
-    combined, _ = combine(grads, shared={0}, project=True)
+    combined, _ = one_seed(grads, shared={0}, project=True)
     projected = t(0.5, 0.5) + t(0, 1)  # each projected off the other (they conflict: dot -1)
     torch.testing.assert_close(pcgrad(torch.stack([t(1, 0), t(-1, 1)])), projected)
     torch.testing.assert_close(combined[0][0], projected * ((1 + math.sqrt(2)) / 2) / projected.norm())

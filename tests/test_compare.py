@@ -179,3 +179,12 @@ def test_the_cli_takes_seeds_per_label_and_says_how_many(tmp_path):
     assert proc.returncode == 2 and "makes them seeds of one label" in proc.stderr
     with pytest.raises(CompareError, match="given twice: each run counts once"):  # a seed counted twice
         compare({"separate": [load(str(ref[0]))], "shared": [load(str(shared[0])), load(str(shared[0]))]})
+
+
+def test_profile_thresholds_run_over_the_scores_and_at_least_from_0_to_1():
+    from mtdqn.agents.studies.compare import profile_taus
+
+    taus = profile_taus({"a": np.array([[0.2, 0.5]])})
+    assert (taus[0], taus[-1], len(taus)) == (0.0, 1.0, 41)
+    taus = profile_taus({"a": np.array([[-0.3, 0.4]]), "b": np.array([[2.5]])})
+    assert (taus[0], taus[-1]) == (-0.3, 2.5)

@@ -14,6 +14,7 @@ import pytest
 
 from mtdqn.agents.studies.compare import load
 from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.loop import catch_signals
 from mtdqn.agents.training.runner import Trainer
 from test_cli import mtdqn, one_line_error, source_env
 
@@ -112,7 +113,7 @@ def test_a_signal_between_the_two_handler_installs_stops_the_loop(monkeypatch):
     trainer = Trainer.__new__(Trainer)
     trainer.stop_signal = None
     monkeypatch.setattr(signal, "signal", install_then_interrupt)
-    restore = Trainer._catch_signals(trainer)
+    restore = catch_signals(trainer.stop)
     monkeypatch.setattr(signal, "signal", install)
     restore()
     assert trainer.stop_signal == "SIGINT" and signal.getsignal(signal.SIGINT) is caller

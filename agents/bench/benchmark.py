@@ -20,6 +20,7 @@ import torch
 
 from mtdqn.agents.bench.timing import (Rate, build_trainer, iterations_for, loop, merge, peak_rss_mb, ratio,
                                        raw_stepper, split_blocks)
+from mtdqn.agents.bench import seeds_bench
 from mtdqn.agents.bench.update_cost import VARIANTS, learned_vs_hard, update_costs
 from mtdqn.agents.training.build import auto_env_threads
 from mtdqn.agents.training.config import TrainConfig
@@ -33,6 +34,7 @@ TARGETS = {
     "scale_max_vs_1_game": 0.90,  # steps/s with the most games / with 1 game, same total envs
     "replay_bytes_per_transition": 7_500,  # at most 7.5 KB
     "learned_vs_hard_sharing": 1.25,  # at most: a learned-sharing update before the freeze / hard sharing's
+    "minatar_seeds_cost_per_seed": 1 / 3,  # at most: a seed's CPU time in a batch of 5 / in a process of its own
 }
 
 
@@ -49,11 +51,15 @@ class Sizes:
     scale_games: tuple[int, ...] = (1, 5, 26, 57)
     cost_updates: int = 10  # updates timed per block and variant in the update-cost comparison
     cost_variants: tuple[str, ...] = tuple(VARIANTS)
+    minatar_fill_steps: int = 2_000  # agent steps per seed before learning starts (MinAtar rows)
+    minatar_steps: int = 2_000  # agent steps per seed timed, one seed alone and the batch each
+    minatar_updates: int = 100  # updates timed alone, one seed and the batch each
 
 
 QUICK = Sizes(acting_steps=3_000, fill_steps=1_000, learn_warmup_steps=80, train_steps=600,
               isolated_updates=30, scale_steps=3_000, scale_games=(1, 5, 57), cost_updates=2,
-              cost_variants=tuple(v for v in VARIANTS if not VARIANTS[v].compile))  # compiling takes ~40 s
+              cost_variants=tuple(v for v in VARIANTS if not VARIANTS[v].compile),  # compiling takes ~40 s
+              minatar_fill_steps=500, minatar_steps=300, minatar_updates=20)
 
 
 # -- our side ------------------------------------------------------------------------------------
@@ -260,6 +266,10 @@ class BenchOptions:
     """Emulator protocol for every measurement."""
     seed: int = 0
     """Seed for the emulators and networks."""
+    minatar_game: str = "minatar/breakout"
+    """MinAtar game of the seeds rows (skipped without the minatar extra)."""
+    seeds: int = 5
+    """Seeds trained as one batch in the MinAtar rows, against one seed alone."""
 
 
 def settings(opts: BenchOptions, sizes: Sizes) -> dict:
@@ -321,6 +331,13 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
     progress(f"update cost: {len(sizes.cost_variants)} variants of the update, side by side")
     out["update_cost"] = update_costs(list(sizes.cost_variants), sizes.cost_updates, progress=progress)
     out["learned_sharing"] = learned_vs_hard(out["update_cost"])
+
+    if seeds_bench.available():
+        progress(f"MinAtar seeds: 1 seed and {opts.seeds} seeds in one batch on {opts.minatar_game}")
+        out["minatar_seeds"] = seeds_bench.seed_rates(opts.minatar_game, opts.seeds, sizes.minatar_fill_steps,
+                                                      sizes.minatar_steps, sizes.minatar_updates, opts.threads)
+    else:
+        out["minatar_seeds"] = {"skipped": "minatar is not installed: pip install -e '.[minatar]'"}
 
     bpt = ours[opts.precision].bytes_per_transition
     out["memory"] = {"peak_rss_mb": peak_rss_mb(), "replay_bytes_per_transition": bpt,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mtdqn.agents.core.learner import Precision, autocast, epsilon_greedy
+from mtdqn.agents.core.learner import Precision, autocast, explore, greedy_actions
 from mtdqn.agents.core.streams import Streams, emulator_seeds
 from mtdqn.envs import Lives, Protocol, make_env
 from mtdqn.envs.protocol import frame_layout, newest_frame
@@ -89,8 +89,13 @@ class Actor:
     def act(self, network, epsilon: np.ndarray, precision: Precision = "fp32") -> np.ndarray:
         """Epsilon-greedy actions (epsilon per game) from one forward over all envs; sent at once."""
         with autocast(self.device, precision):
-            actions = epsilon_greedy(network, self.obs, self._game_ids_t, self._actions_per_env,
-                                     np.asarray(epsilon)[self.game_ids], self.rng, self.device)
+            greedy = greedy_actions(network, self.obs, self._game_ids_t, self.device)
+        return self.send(greedy, epsilon)
+
+    def send(self, greedy: np.ndarray, epsilon: np.ndarray) -> np.ndarray:
+        """The greedy actions for `obs`, explored with epsilon per game from the exploration stream, sent to
+        the envs (`act` computes them; a seed batch computes every seed's in one forward, core/seeds.py)."""
+        actions = explore(greedy, self._actions_per_env, np.asarray(epsilon)[self.game_ids], self.rng)
         for i, env in enumerate(self.envs):
             env.send(actions[i * self.envs_per_game:(i + 1) * self.envs_per_game])
         self._pending = actions

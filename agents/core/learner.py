@@ -62,6 +62,16 @@ def autocast(device: torch.device, precision: Precision):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
+def n_step_targets(rewards, terminated, steps, next_q, gamma: float, reward_clip: bool) -> torch.Tensor:
+    """sum_k gamma^k r_k + [not terminated] gamma^m next_q; rewards [..., n], the rest [...] (any leading
+    axes: a batch, or seeds x batch)."""
+    if reward_clip:
+        rewards = rewards.clamp(-1.0, 1.0)
+    discounts = gamma ** torch.arange(rewards.shape[-1], device=rewards.device, dtype=rewards.dtype)
+    bootstrap = (~terminated).to(rewards.dtype) * gamma ** steps.to(rewards.dtype)
+    return (rewards * discounts).sum(-1) + bootstrap * next_q
+
+
 class DQNLearner:
     def __init__(self, network: MultiHeadQNetwork, *, learning_rate: float = 1e-4, adam_eps: float = 1.5e-4,
                  gamma: float = 0.99, target_update_period: int = 2000, max_grad_norm: float = 10.0,
@@ -129,11 +139,6 @@ class DQNLearner:
                    generator: torch.Generator | None = None) -> torch.Tensor:
         """sum_k gamma^k r_k + [not terminated] gamma^m Q_target(s_m, argmax_a Q_online(s_m, a));
         the successors' augmentation draws from `generator` if given (see `augment`)."""
-        if self.reward_clip:
-            rewards = rewards.clamp(-1.0, 1.0)
-        n = rewards.shape[1]
-        discounts = self.gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
-        returns = (rewards * discounts).sum(1)
         with torch.no_grad(), autocast(self.device, self.precision):
             next_obs = self.augment(next_obs, game, generator)  # once, for both networks
             online_q = self.online(next_obs, game).float()
@@ -142,8 +147,7 @@ class DQNLearner:
             else:
                 next_action = online_q.argmax(1, keepdim=True)
                 next_q = self.target(next_obs, game).float().gather(1, next_action).squeeze(1)
-        bootstrap = (~terminated).to(rewards.dtype) * self.gamma ** steps.to(rewards.dtype)
-        return returns + bootstrap * next_q
+        return n_step_targets(rewards, terminated, steps, next_q, self.gamma, self.reward_clip)
 
     def per_game_losses(self, obs, action, target, game, chunks=None):
         """Mean Huber TD loss per game [G] (0 where absent), sample counts [G], and Q(s, a) [B].
@@ -269,13 +273,15 @@ class DQNLearner:
     def _backward(self, losses: dict[int, torch.Tensor], extra: torch.Tensor | None) -> dict[int, torch.Tensor]:
         """Set .grad: every game's gradient from its own backward pass, combined as `combine` says, plus
         the structure costs' gradient; returns each game's gradient norm before clipping."""
-        grads = {g: torch.autograd.grad(loss, self._params, allow_unused=True) for g, loss in losses.items()}
+        grads = {g: [x if x is None else x[None] for x in torch.autograd.grad(loss, self._params, allow_unused=True)]
+                 for g, loss in losses.items()}  # combine's seed axis: one seed
         torso_of = self.online.torso_of
         readers = np.bincount([torso_of[g] for g in losses], minlength=len(self._torso_params))
         shared = set().union(*(params for params, n in zip(self._torso_params, readers) if n > 1))
         weights = {g: float(self.weights[g]) for g in losses} if self.balance == "weighted" else None
         combined, norms = combine(grads, shared, self.max_grad_norm, project=self.balance == "pcgrad",
                                   weights=weights)
+        combined, norms = [x if x is None else x[0] for x in combined], {g: n[0] for g, n in norms.items()}
         if extra is not None and extra.requires_grad:
             costs = torch.autograd.grad(extra, self._params, allow_unused=True)
             if not all(torch.isfinite(x).all() for x in costs if x is not None):
@@ -343,9 +349,13 @@ def greedy_actions(network: MultiHeadQNetwork, obs: np.ndarray, game_ids: torch.
     return q.argmax(1).cpu().numpy()
 
 
+def explore(greedy: np.ndarray, num_actions: np.ndarray, epsilon, rng: np.random.Generator) -> np.ndarray:
+    """Each greedy action replaced by a uniform one of its game's with probability epsilon (scalar or per sample)."""
+    replace = rng.random(len(greedy)) < epsilon
+    return np.where(replace, rng.integers(0, num_actions), greedy).astype(np.int64)
+
+
 def epsilon_greedy(network, obs: np.ndarray, game_ids: torch.Tensor, num_actions: np.ndarray, epsilon,
                    rng: np.random.Generator, device) -> np.ndarray:
-    """Greedy actions, each replaced by a uniform one of its game's with probability epsilon (scalar or per sample)."""
-    actions = greedy_actions(network, obs, game_ids, device)
-    explore = rng.random(len(actions)) < epsilon
-    return np.where(explore, rng.integers(0, num_actions), actions).astype(np.int64)
+    """Greedy actions of `network`, explored as `explore` says."""
+    return explore(greedy_actions(network, obs, game_ids, device), num_actions, epsilon, rng)

@@ -113,7 +113,7 @@ class Tracker:
             try:
                 run = wandb.init(project=project, entity=entity, group=run_group, name=run_dir.name, config=config,
                                  dir=str(run_dir), job_type=job_type, mode=mode, id=run_id, tags=run_tags(config),
-                                 resume="allow" if same else None,
+                                 resume="allow" if same else None, reinit="create_new",  # seeds of one process
                                  settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60))))
             except Exception as e:  # never let tracking stop training
                 then = "trying offline" if mode != modes[-1] else f"logging to {run_dir / 'metrics.jsonl'} only"

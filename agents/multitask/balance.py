@@ -68,7 +68,9 @@ def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_n
             ) -> tuple[list[torch.Tensor | None], dict[int, torch.Tensor]]:
     """One update from per-game gradients, each game treated as a one-game agent would treat it.
 
-    grads: per game, its gradient of every parameter (None where its loss does not reach it).
+    grads: per game, its gradient of every parameter (None where its loss does not reach it), each with a
+    leading axis of seeds: [S, *parameter shape], S = 1 for one agent, S seeds of a seed batch
+    (core/seeds.py) each combined on its own.
     shared: the parameters several of these games' gradients may meet on (a torso more than one reads).
     weights: per-game multipliers (`--balance weighted`), applied after each game's clipping.
 
@@ -77,41 +79,44 @@ def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_n
     2. Parameters of one game (its head columns, value row, gate row, a torso only it reads) take
        that game's gradient: a G-game update moves them as G one-game agents would.
     3. A shared parameter takes the sum of its games' gradients (PCGrad's projected sum with
-       `project`), rescaled output channel by output channel (row by row) to the mean norm of the
-       games that reach that channel: the size of one game's gradient, whatever the number of games,
-       and a channel only one game reaches (learned sharing's own channels) takes that game's
+       `project`, one seed only), rescaled output channel by output channel (row by row) to the mean
+       norm of the games that reach that channel: the size of one game's gradient, whatever the number
+       of games, and a channel only one game reaches (learned sharing's own channels) takes that game's
        gradient whole. Adam's step is linear in the gradient where its eps outweighs sqrt(v) (most
        weights of a young agent), so a plain sum of G gradients moved the torso up to G times as far
        as one game would; the mean moved it 1/sqrt(G) as far when the games' gradients are unrelated
        (docs/multitask.md, "Many games, one step size").
 
-    Returns the combined gradient per parameter and each game's norm before clipping.
+    No branch depends on a value, so seeds never wait on each other. Returns the combined gradient per
+    parameter and each game's norm before clipping, [S].
     """
     games = list(grads)
     combined: list[torch.Tensor | None] = [None] * len(grads[games[0]])
-    row_sum: dict[int, torch.Tensor] = {}  # shared parameter -> sum over games of their row norms
-    row_readers: dict[int, torch.Tensor] = {}  # shared parameter -> games reaching each row
+    row_sum: dict[int, torch.Tensor] = {}  # shared parameter -> sum over games of their row norms [S, rows]
+    row_readers: dict[int, torch.Tensor] = {}  # shared parameter -> games reaching each row [S, rows]
     flat, totals = [], {}
     for g in games:
         present = [i for i, x in enumerate(grads[g]) if x is not None]
-        totals[g] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([grads[g][i] for i in present])))
-        coef = float(max_norm / (totals[g] + 1e-6)) if max_norm else 1.0
-        coef = min(coef, 1.0) * (1.0 if weights is None else weights[g])
-        scaled = list(grads[g])  # fresh tensors of autograd's: scaled in place
-        if coef != 1.0:
-            torch._foreach_mul_([scaled[i] for i in present], coef)
+        totals[g] = torch.linalg.vector_norm(torch.stack([per_seed_norms(grads[g][i]) for i in present]), dim=0)
+        coef = (max_norm / (totals[g] + 1e-6)).clamp(max=1.0) if max_norm else None
+        if weights is not None:
+            coef = weights[g] if coef is None else coef * weights[g]
+        scaled = list(grads[g])
+        if coef is not None:
+            for i in present:
+                scaled[i] = scaled[i] * (coef.view(-1, *[1] * (scaled[i].dim() - 1)) if torch.is_tensor(coef)
+                                         else coef)
         for i in present:
             if i in shared:
                 rows = row_norms(scaled[i])
                 row_sum[i] = rows if i not in row_sum else row_sum[i] + rows
                 row_readers[i] = (rows > 0).to(rows.dtype) + row_readers.get(i, 0.0)
-            if combined[i] is None:
-                combined[i] = scaled[i].clone() if project else scaled[i]
-            else:
-                combined[i].add_(scaled[i])
+            combined[i] = scaled[i] if combined[i] is None else combined[i] + scaled[i]
         if project:
             flat.append(scaled)
     if project and shared:
+        if next(x for x in combined if x is not None).shape[0] != 1:
+            raise ValueError("PCGrad projects one agent's gradients: the seed axis must be 1")
         order = sorted(i for i in shared if combined[i] is not None)
         stacked = torch.stack([torch.cat([(torch.zeros_like(combined[i]) if s[i] is None else s[i]).flatten()
                                           for i in order]) for s in flat])
@@ -120,13 +125,18 @@ def combine(grads: dict[int, list[torch.Tensor | None]], shared: set[int], max_n
             combined[i] = part.view(combined[i].shape)
     for i in row_sum:
         many = row_readers[i] > 1
-        if many.any():
-            scale = torch.where(many, row_sum[i] / row_readers[i].clamp(min=1)
-                                / row_norms(combined[i]).clamp(min=1e-30), 1.0)
-            combined[i] = combined[i] * scale.view(-1, *([1] * (combined[i].dim() - 1)))
+        scale = torch.where(many, row_sum[i] / row_readers[i].clamp(min=1) / row_norms(combined[i]).clamp(min=1e-30),
+                            1.0)
+        combined[i] = combined[i] * scale.view(*scale.shape, *([1] * (combined[i].dim() - 2)))
     return combined, totals
 
 
+def per_seed_norms(x: torch.Tensor) -> torch.Tensor:
+    """The norm of each seed's slice of x [S, ...]: [S]."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
 def row_norms(x: torch.Tensor) -> torch.Tensor:
-    """The norm of each output channel's weights (of each element, for a bias)."""
-    return x.abs() if x.dim() == 1 else torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())))
+    """Per seed, the norm of each output channel's weights (of each element, for a bias): x [S, rows, ...]
+    -> [S, rows]."""
+    return x.abs() if x.dim() == 2 else torch.linalg.vector_norm(x, dim=tuple(range(2, x.dim())))

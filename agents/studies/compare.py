@@ -22,7 +22,6 @@ from mtdqn.envs.statistics import aggregates, difference_interval, performance_p
 # A multi-game run stops when its last game reaches the budget, so the others pass it by a few
 # steps: budgets within this fraction of each other count as one.
 BUDGET_SLACK = 0.01
-TAUS = np.linspace(0.0, 2.0, 41)  # HNS thresholds of the performance profiles
 # A bootstrap interval over 2 runs covers the true mean about half the time (docs/statistics.md): a
 # per-game negative-transfer decision needs this many runs a side; below it the interval is still reported.
 MIN_RUNS_TO_DECIDE = 3
@@ -171,8 +170,9 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
     names = list(labels)
     pairs = {f"{a} > {b}": probability_of_improvement(matrices[a], matrices[b])
              for i, a in enumerate(names) for b in names[i + 1:]}
+    taus = profile_taus(matrices)
     profiles = {l: {"value": v.tolist(), "interval": None if ci is None else ci.tolist()}
-                for l, (v, ci) in performance_profiles(matrices, TAUS).items()}
+                for l, (v, ci) in performance_profiles(matrices, taus).items()}
     aggregate = {l: aggregates(m) for l, m in matrices.items()}
     curves = {l: iqm_curve(runs, games) for l, runs in labels.items()}
     target = aggregate[ref]["iqm"]["value"]
@@ -182,8 +182,15 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
                                          for l, runs in labels.items()},
             "games": rows, "frames_per_game": budgets, "aggregates": aggregate,
             "probability_of_improvement": improvement, "pairs": pairs,
-            "profiles": {"taus": TAUS.tolist(), **profiles}, "curves": curves,
+            "profiles": {"taus": taus.tolist(), **profiles}, "curves": curves,
             "frames_to_reference_iqm": matched, "warnings": notes}
+
+
+def profile_taus(matrices: dict[str, np.ndarray], points: int = 41) -> np.ndarray:
+    """The score thresholds of the performance profiles: from 0 (or the lowest score, if below) to 1 (or the
+    highest, if above), so that neither a field of sub-random agents nor one past the reference is cut off."""
+    scores = np.concatenate([np.ravel(m) for m in matrices.values()])
+    return np.linspace(min(0.0, float(scores.min())), max(1.0, float(scores.max())), points)
 
 
 def game_row(game: str, k: int, labels: dict[str, list[Evaluated]], matrices: dict[str, np.ndarray], ref: str) -> dict:

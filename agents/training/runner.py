@@ -10,12 +10,11 @@ updates and samples per stored transition of a one-game run.
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from mtdqn.agents.core.tracking import Tracker
 from mtdqn.agents.multitask import conflict, structure
 from mtdqn.agents.training.build import auto_env_threads, build_learner, library_versions
 from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.loop import Loop, catch_signals, next_multiple
 from mtdqn.agents.training.progress import MetricWindow, Progress
 from mtdqn.envs import PROTOCOLS, resolve_games
 from mtdqn.envs.protocol import default_protocol, frame_layout
@@ -74,6 +74,8 @@ class Trainer:
         self.skipped_batches = 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
         self.stop_signal: str | None = None
+        # brings self.learner up to date before it is read (a seed batch trains stacked copies of its weights)
+        self.sync_learner: Callable[[], None] = lambda: None
         if state:
             self.restore(state)
         else:  # a run restarted from nothing keeps no stale rows
@@ -82,68 +84,84 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
+        loop = self.start_loop()
+        try:
+            while not self.done():
+                epsilon = self.epsilon()
+                step, updates = self.step(epsilon)
+                self.record(loop, step, updates, epsilon)
+        finally:
+            loop.close()
+        return self.finish(loop)
+
+    def stop(self, signal_name: str) -> None:
+        """Stop at the end of this step: checkpoint, no final evaluation (a signal's handler calls this)."""
+        self.stop_signal = signal_name
+
+    def done(self) -> bool:
+        return self.frames.min() >= self.cfg.frames_per_game or self.stop_signal is not None
+
+    def start_loop(self, signals: bool = True, bar: bool = True) -> Loop:
+        """The loop's bookkeeping; `signals`: catch Ctrl-C/SIGTERM here (a seed batch catches them once for
+        all its seeds), `bar`: a tqdm bar of this run's frames."""
         cfg, G, E = self.cfg, len(self.games), self.cfg.envs_per_game
         budget = cfg.frames_per_game
-        next_log, next_eval, next_ckpt = (_next_multiple(self.frames.min(), i or budget)
+        next_log, next_eval, next_ckpt = (next_multiple(self.frames.min(), i or budget)
                                           for i in (cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval))
-        window = MetricWindow()
-        recent_return = [math.nan] * G
-        start = last_time = time.perf_counter()
-        last_frames = int(self.frames.sum())
-        bar = tqdm(total=budget * G, initial=int(self.frames.sum()), unit="frame", unit_scale=True,
-                   dynamic_ncols=True, disable=None, desc=f"{G} games")
         full_replay = self.replay.bytes_per_transition * cfg.replay_size * G / 2**30
         tqdm.write(f"{G} games x {E} envs, actions {self.actor.action_counts}; replay "
                    f"{self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full", file=sys.stderr)
-        progress = Progress(self, self.progress_interval)
-        restore_handlers = self._catch_signals()
-        try:
-            while self.frames.min() < budget and not self.stop_signal:
-                epsilon = self.epsilon()
-                step, updates = self.step(epsilon)
-                for metrics in updates:
-                    window.add_update(metrics)
-                for g, ret, length in step.episodes:
-                    self.episodes[g] += 1
-                    window.add_episode(g, ret, length)
-                    recent_return[g] = ret
-                bar.update(int(step.frames.sum()))
-                progress.maybe_print(recent_return, epsilon)
+        return Loop(next_log, next_eval, next_ckpt, MetricWindow(), [math.nan] * G, time.perf_counter(),
+                    time.perf_counter(), int(self.frames.sum()),
+                    tqdm(total=budget * G, initial=int(self.frames.sum()), unit="frame", unit_scale=True,
+                         dynamic_ncols=True, disable=None if bar else True, desc=f"{G} games"),
+                    Progress(self, self.progress_interval), catch_signals(self.stop) if signals else (lambda: None))
 
-                done_frames = int(self.frames.min())
-                if done_frames >= next_log or done_frames >= budget:
-                    now = time.perf_counter()
-                    total = int(self.frames.sum())
-                    fps = (total - last_frames) / max(now - last_time, 1e-9)
-                    self.tracker.log(window.flush(self.games, epsilon) | {
-                        "train/learning_rate": self.learner.optimizer.param_groups[0]["lr"],
-                        "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / self.protocol.frameskip,
-                        "perf/updates": self.learner.updates, "perf/elapsed_s": now - start,
-                        "perf/skipped_batches": self.skipped_batches, "replay/transitions": len(self.replay),
-                        "replay/bytes_per_transition": self.replay.bytes_per_transition,
-                    }, done_frames)
-                    last_time, last_frames = now, total
-                    if self.learner.online.gated:
-                        self.log_gates(done_frames)
-                    finished = [r for r in recent_return if not math.isnan(r)]
-                    bar.set_postfix(fps=f"{fps:,.0f}", ret=f"{np.mean(finished):.1f}" if finished else "-",
-                                    refresh=False)
-                    next_log = _next_multiple(done_frames, cfg.log_interval)
-                if done_frames >= next_eval and done_frames < budget:
-                    self.evaluate(done_frames)
-                    next_eval = _next_multiple(done_frames, cfg.eval_interval)
-                if done_frames >= next_ckpt and done_frames < budget:
-                    self.save()
-                    next_ckpt = _next_multiple(done_frames, cfg.checkpoint_interval)
-        finally:
-            restore_handlers()
-            bar.close()
-        progress.maybe_print(recent_return, self.epsilon(), force=True)
+    def record(self, loop: Loop, step: ActorStep, updates: list[dict], epsilon: np.ndarray) -> None:
+        """After a step: its episodes and updates into the window; logs, evaluations and checkpoints due."""
+        cfg, budget = self.cfg, self.cfg.frames_per_game
+        for metrics in updates:
+            loop.window.add_update(metrics)
+        for g, ret, length in step.episodes:
+            self.episodes[g] += 1
+            loop.window.add_episode(g, ret, length)
+            loop.recent_return[g] = ret
+        loop.bar.update(int(step.frames.sum()))
+        loop.progress.maybe_print(loop.recent_return, epsilon)
+        done_frames = int(self.frames.min())
+        if done_frames >= loop.next_log or done_frames >= budget:
+            now = time.perf_counter()
+            total = int(self.frames.sum())
+            fps = (total - loop.last_frames) / max(now - loop.last_time, 1e-9)
+            self.tracker.log(loop.window.flush(self.games, epsilon) | {
+                "train/learning_rate": self.learner.optimizer.param_groups[0]["lr"],
+                "perf/frames_per_second": fps, "perf/agent_steps_per_second": fps / self.protocol.frameskip,
+                "perf/updates": self.learner.updates, "perf/elapsed_s": now - loop.start,
+                "perf/skipped_batches": self.skipped_batches, "replay/transitions": len(self.replay),
+                "replay/bytes_per_transition": self.replay.bytes_per_transition,
+            }, done_frames)
+            loop.last_time, loop.last_frames = now, total
+            if self.learner.online.gated:
+                self.log_gates(done_frames)
+            finished = [r for r in loop.recent_return if not math.isnan(r)]
+            loop.bar.set_postfix(fps=f"{fps:,.0f}", ret=f"{np.mean(finished):.1f}" if finished else "-",
+                                 refresh=False)
+            loop.next_log = next_multiple(done_frames, cfg.log_interval)
+        if done_frames >= loop.next_eval and done_frames < budget:
+            self.evaluate(done_frames)
+            loop.next_eval = next_multiple(done_frames, cfg.eval_interval)
+        if done_frames >= loop.next_ckpt and done_frames < budget:
+            self.save()
+            loop.next_ckpt = next_multiple(done_frames, cfg.checkpoint_interval)
+
+    def finish(self, loop: Loop) -> dict:
+        """The last checkpoint, and the final evaluation unless a signal stopped the run."""
+        loop.progress.maybe_print(loop.recent_return, self.epsilon(), force=True)
         path = self.save()
         if self.stop_signal:
             self.actor.close()
             return {"checkpoint": str(path), "report": None, "interrupted": self.stop_signal}
-        self.tracker.log({"perf/wall_time_s": time.perf_counter() - start}, int(self.frames.min()))
+        self.tracker.log({"perf/wall_time_s": time.perf_counter() - loop.start}, int(self.frames.min()))
         report = self.evaluate(int(self.frames.min()))
         self.actor.close()
         return {"checkpoint": str(path), "report": report, "interrupted": None}
@@ -167,7 +185,6 @@ class Trainer:
         Returns the actor's step and the updates' metrics; `phases` (if given) accumulates seconds
         spent in act / learn / recv / store, for profiling.
         """
-        G, E = len(self.games), self.cfg.envs_per_game
         t0 = time.perf_counter()
         self.actor.act(self.learner.online, epsilon, self.cfg.precision)
         t1 = time.perf_counter()
@@ -176,26 +193,39 @@ class Trainer:
         t2 = time.perf_counter()
         step = self.actor.recv()
         t3 = time.perf_counter()
-        for g in range(G):
-            s = slice(g * E, (g + 1) * E)
-            self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
-                            step.truncated[s], step.first[s])
+        self.store(step)
         self.count(step.frames, learning)
         if phases is not None:
             for name, a, b in (("act", t0, t1), ("learn", t1, t2), ("recv", t2, t3), ("store", t3, time.perf_counter())):
                 phases[name] = phases.get(name, 0.0) + b - a
         return step, updates
 
+    def store(self, step: ActorStep) -> None:
+        """Each game's envs' slots of the step into its replay."""
+        E = self.cfg.envs_per_game
+        for g in range(len(self.games)):
+            s = slice(g * E, (g + 1) * E)
+            self.replay.add(g, step.frame[s], step.action[s], step.reward[s], step.terminated[s],
+                            step.truncated[s], step.first[s])
+
+    def owed(self) -> tuple[list[int], int]:
+        """The games ready to sample and the number of updates owed now (whole credits; none until a game is
+        ready, while the credit keeps what it is owed)."""
+        if self.update_credit < 1:
+            return [], 0
+        ready = self.replay.ready_games(self.cfg.batch_size)
+        return ready, math.floor(self.update_credit) if ready else 0
+
     def learn(self, limit: float = math.inf) -> list[dict]:
         """The updates owed (at most `limit`), each on a task-balanced batch; their metrics."""
         updates = []
-        if self.update_credit >= 1 and limit > 0:
-            ready = self.replay.ready_games(self.cfg.batch_size)
-            while ready and self.update_credit >= 1 and len(updates) < limit:
-                metrics = self._update(ready)
-                if metrics is not None:
-                    updates.append(metrics)
-                self.update_credit -= 1
+        ready, owed = self.owed()
+        while owed > 0 and len(updates) < limit:
+            metrics = self._update(ready)
+            if metrics is not None:
+                updates.append(metrics)
+            self.update_credit -= 1
+            owed -= 1
         return updates
 
     def count(self, frames: np.ndarray, learning: bool) -> None:
@@ -215,22 +245,32 @@ class Trainer:
         try:
             metrics = self.learner.update(self.sample(ready))
         except NonFiniteError as e:
-            if self.cfg.on_nonfinite == "skip":
-                self.skipped_batches += 1
-                return None
-            names = ", ".join(self.games[g] for g in e.games) or "unknown"
-            path = checkpoint.save(self.state() | {"nonfinite": {"update": e.update, "games": e.games, "what": e.what}},
-                                   self.run_dir / "checkpoints" / f"diagnostic_update_{e.update:09d}.pt")
-            raise TrainingStopped(f"non-finite {e.what} at update {e.update} for game(s) {names}; learning stopped, "
-                                  f"diagnostic checkpoint {path} (--on-nonfinite skip skips such batches)") from None
+            self.nonfinite(e)
+            return None
+        self.after_update(ready)
+        return metrics
+
+    def nonfinite(self, e: NonFiniteError) -> None:
+        """A refused batch: counted under --on-nonfinite skip, else a diagnostic checkpoint and TrainingStopped."""
+        if self.cfg.on_nonfinite == "skip":
+            self.skipped_batches += 1
+            return
+        names = ", ".join(self.games[g] for g in e.games) or "unknown"
+        path = checkpoint.save(self.state() | {"nonfinite": {"update": e.update, "games": e.games, "what": e.what}},
+                               self.run_dir / "checkpoints" / f"diagnostic_update_{e.update:09d}.pt")
+        raise TrainingStopped(f"non-finite {e.what} at update {e.update} for game(s) {names}; learning stopped, "
+                              f"diagnostic checkpoint {path} (--on-nonfinite skip skips such batches)") from None
+
+    def after_update(self, ready: list[int]) -> None:
+        """Transfer measured every conflict_interval updates of a multi-game batch."""
         interval = self.cfg.conflict_interval
         if interval and len(ready) > 1 and self.learner.updates % interval == 0:
             self.measure_transfer(ready)
-        return metrics
 
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
         """Gradient cosine and TAG affinity between games, logged as scalars, CSV rows and heatmaps. Its
         batch and augmentation come from the measurement streams: measuring never moves a training stream."""
+        self.sync_learner()
         batch = self.replay.sample(self.cfg.conflict_batch_size, ready, self.streams.measure_replay)
         transfer = conflict.measure(self.learner, batch, self.cfg.affinity_lr, self.cfg.affinity_step,
                                     generator=self.streams.measure_augment)
@@ -252,25 +292,10 @@ class Trainer:
                 structure.overlaps(gates)["all"], self.games, f"gate overlap (Jaccard), {frames:,} frames per game")},
                 frames)
 
-    def _catch_signals(self):
-        """SIGINT/SIGTERM: finish the step, checkpoint, stop; a second Ctrl-C interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def handler(signum, _frame):
-            self.stop_signal = signal.Signals(signum).name
-            signal.signal(signum, previous[signum])
-
-        # the old handlers are read before any is replaced: a Ctrl-C between the two installs must
-        # find them (found by CI: a signal right after the first install met an unbound `previous`)
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, handler)
-        return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
-
     # -- evaluation and checkpoints ---------------------------------------------------------------
     def evaluate(self, frames_per_game: int) -> dict:
         cfg = self.cfg
+        self.sync_learner()
         returns = run_episodes(self.learner.online, self.games, list(range(len(self.games))), self.protocol,
                                cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device,
                                progress=self.progress_interval is not None)
@@ -288,6 +313,7 @@ class Trainer:
         return report
 
     def state(self) -> dict:
+        self.sync_learner()
         return {
             "config": self.cfg.to_dict(), "games": list(self.games), "action_counts": self.actor.action_counts,
             "network": self.learner.online.spec(),
@@ -348,8 +374,3 @@ class Trainer:
         tqdm.write(f"checkpoint: {path}", file=sys.stderr)
         self.tracker.log_checkpoint(path, frames)
         return path
-
-
-def _next_multiple(frames: int, interval: int) -> int:
-    """The first multiple of `interval` above `frames` (thresholds survive a resume)."""
-    return (int(frames) // interval + 1) * interval
