@@ -46,7 +46,8 @@ class TrainArgs(TrainConfig):
     """Train these seeds (e.g. 0,1,2) in one process, instead of --seed: seed s's run goes to OUT/seed<s>
     and learns what --seed s alone learns (to float rounding: docs/minatar.md, "Many seeds in one
     process"); every update and acting forward is one computation over all seeds. Hard sharing, fp32,
-    --balance equal or weighted, --on-nonfinite stop."""
+    --balance equal or weighted, --replay-balance equal, --on-nonfinite stop. On a CPU, separate processes
+    (mtdqn study --jobs) cost about as much per seed (docs/minatar.md)."""
 
 
 def _flags(argv: list[str]) -> set[str]:
