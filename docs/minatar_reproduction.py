@@ -118,8 +118,8 @@ def plot(found: dict[str, list[Path]], path: Path) -> None:
         ax.set_xlabel("agent steps")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
     axes[0][0].set_ylabel("greedy return (30 episodes)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # the legend below the panels, clear of every point
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
