@@ -19,6 +19,7 @@ import numpy as np
 # option name -> (the CSV's agent column, the name papers print)
 AGENTS = {"drq-eps": ("drq_eps", "DrQ(ε)"), "spr": ("spr", "SPR")}
 BUDGET_FRAMES = 400_000  # 100k agent steps per game, the budget every published row was trained for
+PROTOCOL = "atari100k"  # how every published run was trained and evaluated (envs/protocol.py)
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,43 @@ def iqm_distribution(agent: str, games: list[str], runs_per_game: int, draws: in
     picks = np.stack([np.stack([rng.choice(p, runs_per_game, replace=False) for _ in range(draws)]) for p in pools],
                      axis=2)  # [draws, runs, games]
     return trim_mean(picks.reshape(draws, -1), 0.25, axis=1)
+
+
+def position(score: float, ref: Published) -> str:
+    """Where one run's score sits against a game's published quartiles, in the game's own score units:
+    '4.9 below p25 (0.54 IQR)', 'inside, 1.2 above the median', '3.0 above p75 (0.33 IQR)'.
+
+    Never a ratio to the median: pong's is negative (-11.0 for DrQ(eps)), so -20.5 would read as "+86%
+    of the median" while it lies below p25, and a median near zero makes any ratio explode. Distances
+    in points, and in units of the published interquartile range (p75 - p25, never negative), keep the
+    sign in the words and the scale comparable across games."""
+    iqr = ref.p75 - ref.p25
+
+    def spread(d: float) -> str:
+        return f" ({d / iqr:.2f} IQR)" if iqr > 0 else ""
+
+    if score < ref.p25:
+        return f"{ref.p25 - score:.1f} below p25{spread(ref.p25 - score)}"
+    if score > ref.p75:
+        return f"{score - ref.p75:.1f} above p75{spread(score - ref.p75)}"
+    side = "above" if score >= ref.median else "below"
+    return f"inside, {abs(score - ref.median):.1f} {side} the median"
+
+
+def episode_cap_problems(games: dict[str, list[dict]]) -> list[str]:
+    """The evaluations (records of `agents.studies.reproduction.gather`) whose episode cap is not the
+    published protocol's: a shorter cap ends episodes early, so their scores are not the published runs'
+    kind of score (pong stopped at 40,000 frames reads higher than the game played out; breakout's lower)."""
+    from mtdqn.envs.protocol import PROTOCOLS
+
+    protocol = PROTOCOLS[PROTOCOL]
+    cap = protocol.max_frames_per_episode
+    problems = []
+    for game, records in games.items():
+        for r in records:
+            theirs = r.get("protocol", {}).get("max_frames_per_episode")
+            if theirs is not None and theirs != cap:  # none recorded: the protocol warning says "?" already
+                problems.append(f"{r['source']} evaluated {game} with episodes capped at {theirs:,} frames; the "
+                                f"published runs' protocol ({PROTOCOL}) plays them up to {cap:,} frames "
+                                f"({cap // protocol.frameskip:,} agent steps)")
+    return problems

@@ -57,12 +57,57 @@ def parse_options(cls, argv: list[str], prog: str, description: str, default=Non
     except SystemExit as e:
         if not e.code:
             raise
+        unknown = unknown_options(cls, argv)
+        if unknown:  # the root cause, also when tyro reports its consequence (a required option missing)
+            fail(f"{unknown} (see {prog} -h)")
         text = re.sub(r"[\u2500-\u257f]", " ", captured.getvalue())
         head = text.split("For full helptext")[0]
         head = re.split(r"\n[ \t]*\n", head)[0]  # the message, not the help text after the rule
         lines = [" ".join(line.split()) for line in head.splitlines() if line.strip()]
         words = " ".join(lines[1:] if len(lines) > 1 else lines)  # drop the box title
         fail(f"{words or 'bad arguments'} (see {prog} -h)")
+
+
+def option_names(cls) -> list[str]:
+    """The --flags tyro makes of a dataclass's fields (a bool also --no-FLAG; a positional field none)."""
+    import dataclasses
+    import typing
+
+    import tyro
+
+    positional = typing.get_args(tyro.conf.Positional[int])[1]
+    hints = typing.get_type_hints(cls, include_extras=True)
+    names = []
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if positional in typing.get_args(hint)[1:]:
+            continue
+        flag = f"--{field.name.replace('_', '-')}"
+        names += [flag, f"--no-{flag[2:]}"] if hint is bool else [flag]
+    return names + ["--help"]
+
+
+def unknown_options(cls, argv: list[str]) -> str | None:
+    """'unknown option --frames-per-gmae: did you mean --frames-per-game?' for the flags in argv that cls
+    has not, each with its closest valid flag (difflib), or the valid ones when they are few; None if all
+    are known. tyro's own suggestions sit in its multi-line box, which parse_options folds away."""
+    import difflib
+
+    names = option_names(cls)
+    given = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a != "--"]
+    unknown = list(dict.fromkeys(f for f in given if f not in names))
+    if not unknown:
+        return None
+    parts = []
+    for flag in unknown:
+        close = difflib.get_close_matches(flag, names, n=1, cutoff=0.6)
+        if close:
+            parts.append(f"{flag}: did you mean {close[0]}?")
+        elif len(names) <= 8:
+            parts.append(f"{flag}: the options are {', '.join(names)}")
+        else:
+            parts.append(flag)
+    return f"unknown option{'s' * (len(unknown) > 1)} " + "; ".join(parts)
 
 
 def integral_numbers(cls, argv: list[str]) -> list[str]:

@@ -22,9 +22,9 @@ class CompareArgs:
     labels: str | None = None
     """Comma-separated names for the runs (default: the run folder names). Runs given the same name are seeds
     of one configuration, each a run of its own in the statistics (e.g. `--labels shared,shared,learned,learned`)."""
-    out: str = "compare"
+    out: str = "runs/compare"
     """Folder for compare.md, .csv, .json, compare_runs.csv and the figures (per-game bars, performance
-    profiles, IQM curves)."""
+    profiles, IQM curves); under runs/ by default, beside the run folders `train` writes."""
     track: bool = False
     """Also log the table and chart to W&B (offline without an API key or network)."""
     wandb_project: str = "mtdqn"
@@ -39,7 +39,8 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"compare needs at least 2 runs, got {len(args.runs)}: the first is the reference")
     labels = [l.strip() for l in args.labels.split(",")] if args.labels else [None] * len(args.runs)
     if len(labels) != len(args.runs):
-        raise UsageError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
+        raise UsageError(f"--labels has {len(labels)} name{'s' * (len(labels) != 1)} for {len(args.runs)} "
+                         f"run{'s' * (len(args.runs) != 1)}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")

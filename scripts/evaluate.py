@@ -1,8 +1,14 @@
-"""`mtdqn evaluate CHECKPOINT`: per-game raw scores and HNS, rliable aggregates, table, chart, videos."""
+"""`mtdqn evaluate CHECKPOINT`: per-game raw scores and HNS, rliable aggregates, table, chart, videos.
+
+It says as it plays how each episode ended, and a Ctrl-C stops it at once: its files are written into a
+staging folder beside OUT and moved into place only when all of them are there, so an interrupted
+evaluation leaves no partial eval.json (nor videos) that would read as a finished one."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +23,7 @@ from mtdqn.agents.training.validate import check_device
 from mtdqn.agents.core.evaluation import markdown_table, record_video, run_episodes, summarize, write_report
 from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.envs import PROTOCOLS, Protocol, check_game
-from mtdqn.scripts.cli import UsageError, parse_options
+from mtdqn.scripts.cli import UsageError, exit_interrupted, parse_options, was_interrupted
 
 
 @dataclass
@@ -48,6 +54,9 @@ class EvaluateArgs:
     """Torch device: cpu, cuda or cuda:N."""
     threads: int = 1
     """Torch intra-op threads."""
+    progress_interval: float = 30.0
+    """Seconds between the lines that show an unfinished episode's frames so far (each finished episode
+    gets its line as it ends)."""
 
 
 def load_network(state: dict, path: str, device) -> MultiHeadQNetwork:
@@ -116,10 +125,11 @@ def not_a_checkpoint(path: Path) -> str | None:
 def resolve_checkpoint(given: str) -> Path:
     """The .pt file to evaluate: the file itself, or a run folder's newest checkpoint."""
     path = Path(given)
-    if path.is_dir():
-        newest = checkpoint.latest(path)
+    if path.is_dir():  # a corrupt newest checkpoint does not stand for the run: the newest that loads does
+        newest, _ = checkpoint.newest_intact(path, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
         if newest is None:
-            raise UsageError(f"run folder {given!r} has no checkpoints/frames_*.pt yet")
+            raise UsageError(f"run folder {given!r} has no checkpoints/frames_*.pt"
+                             f"{' that loads' if checkpoint.latest(path) else ''} yet")
         return newest
     if not path.exists():
         raise UsageError(f"{given!r} does not exist: give a .pt file from a run's checkpoints/ folder, "
@@ -129,6 +139,45 @@ def resolve_checkpoint(given: str) -> Path:
         raise UsageError(f"{given!r} is not an mtdqn checkpoint (it is {what}): give a .pt file from a run's "
                          "checkpoints/ folder, or a run folder")
     return path
+
+
+def evaluate(network, state: dict, games: list[str], protocol: Protocol, ckpt: Path, stage: Path, out: Path,
+             args: EvaluateArgs) -> tuple[dict, dict[str, Path]]:
+    """Play, score and write into `stage`, then move it to `out`; the report and its files' final paths."""
+    trained = list(state["games"])
+    game_ids = [trained.index(g) for g in games]
+    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device,
+                           progress=True, progress_interval=args.progress_interval)
+    frames = dict(zip(trained, state["frames"]))
+    report = summarize(returns, protocol=protocol, epsilon=args.epsilon,
+                       frames={g: frames[g] for g in games}, source=str(ckpt))
+    shutil.rmtree(stage, ignore_errors=True)  # a staging folder a killed evaluation left
+    paths = write_report(report, stage)
+    if args.video:
+        for g, gid in zip(games, game_ids):
+            record_video(network, g, gid, protocol, args.epsilon, args.seed, stage / "videos" / f"{g}.mp4", args.device)
+    publish(stage, out)
+    return report, {k: out / p.name for k, p in paths.items()}
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Move the finished files from `stage` into `out` (the folder itself when `out` is new; file by file
+    into a given --out, whose earlier videos go: none may stay beside the new report). A Ctrl-C meanwhile
+    waits the milliseconds this takes, then ends the command with the evaluation complete."""
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        if not out.exists():
+            stage.rename(out)
+        else:
+            shutil.rmtree(out / "videos", ignore_errors=True)
+            for item in stage.iterdir():
+                os.replace(item, out / item.name)
+            stage.rmdir()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        exit_interrupted(f"interrupted: the evaluation was complete and is in {out}")
 
 
 def main(argv: list[str]) -> None:
@@ -142,6 +191,8 @@ def main(argv: list[str]) -> None:
         check_device(args.device)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if args.progress_interval < 0:
+        raise UsageError(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))
     state = checkpoint.load(args.checkpoint)
     trained = list(state["games"])
@@ -169,18 +220,15 @@ def main(argv: list[str]) -> None:
     out = Path(args.out) if args.out else default_out(ckpt, args)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
-    if args.out:  # replaced on purpose: no earlier video may stay beside the new report
-        shutil.rmtree(out / "videos", ignore_errors=True)
-    game_ids = [trained.index(g) for g in games]
-    returns = run_episodes(network, games, game_ids, protocol, args.episodes, args.epsilon, args.seed, args.device,
-                           progress=True)
-    frames = dict(zip(trained, state["frames"]))
-    report = summarize(returns, protocol=protocol, epsilon=args.epsilon,
-                       frames={g: frames[g] for g in games}, source=str(ckpt))
-    paths = write_report(report, out)
-    if args.video:
-        for g, gid in zip(games, game_ids):
-            record_video(network, g, gid, protocol, args.epsilon, args.seed, out / "videos" / f"{g}.mp4", args.device)
+    stage = out.parent / f".{out.name}.partial"
+    try:
+        report, paths = evaluate(network, state, games, protocol, ckpt, stage, out, args)
+    except BaseException as e:  # nothing staged stays behind, whatever stopped it
+        shutil.rmtree(stage, ignore_errors=True)
+        # an Exception after Ctrl-C: e.g. a library whose import it cut
+        if isinstance(e, KeyboardInterrupt) or (isinstance(e, Exception) and was_interrupted()):
+            exit_interrupted(f"interrupted: evaluation stopped, nothing written to {out}")
+        raise
     print(markdown_table(report))
     print(f"wrote {', '.join(str(p) for p in paths.values())}" + (f" and {out / 'videos'}/" if args.video else ""),
           file=sys.stderr)

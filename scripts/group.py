@@ -25,7 +25,9 @@ class GroupArgs:
     networks: int = 2
     """At most this many groups (networks)."""
     out: str | None = None
-    """File for the chosen groups (default: groups_k<K>.txt beside the affinity file); `--groups FILE` reads it."""
+    """File for the chosen groups (default: groups-<affinity file's name>-k<K>.txt beside the affinity file, e.g.
+    groups-affinity-k2.txt, so groupings of affinity.csv and cosine.csv do not overwrite each other);
+    `--groups FILE` reads it."""
     seed: int = 0
     """Seed of the heuristic's random restarts (above the exact-search size)."""
     budget_ms: float | None = None
@@ -61,6 +63,12 @@ def update_ms(num_games: int, batch_size: int, repeats: int = 5) -> float:
     return 1000 * float(np.median(times[1:]))
 
 
+def default_out(affinity: str, networks: int) -> Path:
+    """groups-<source>-k<K>.txt beside the source: named by the matrix and K, as either changes the groups."""
+    source = Path(affinity)
+    return source.with_name(f"groups-{source.stem}-k{networks}.txt")
+
+
 def main(argv: list[str]) -> None:
     args = parse_options(GroupArgs, argv, "mtdqn group",
                          "Choose which games to train together from an inter-task affinity matrix.")
@@ -71,13 +79,14 @@ def main(argv: list[str]) -> None:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     games, affinity = read_affinity(args.affinity)
-    out = Path(args.out) if args.out else Path(args.affinity).with_name(f"groups_k{args.networks}.txt")
+    out = Path(args.out) if args.out else default_out(args.affinity, args.networks)
     if out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give a file name")
     cost = None
     if args.budget_ms is not None:
         sizes = range(1, len(games) + 1)
-        print(f"measuring one update per torso size (1 to {len(games)} games, batch {args.batch_size} per game)...",
+        print(f"measuring one update per torso size (1 to {len(games)} game{'s' * (len(games) != 1)}, batch "
+              f"{args.batch_size} per game)...",
               file=sys.stderr)
         cost = {n: update_ms(n, args.batch_size) for n in sizes}
         print("| games per torso | ms per update |\n|---:|---:|")
@@ -86,7 +95,8 @@ def main(argv: list[str]) -> None:
         print()
     labels, score, method = best_partition(affinity, args.networks, args.seed, cost, args.budget_ms)
     groups = [[g for g, l in zip(games, labels) if l == k] for k in range(max(labels) + 1)]
-    print(f"{len(games)} games, at most {args.networks} networks; {method}\n")
+    print(f"{len(games)} game{'s' * (len(games) != 1)}, at most {args.networks} network{'s' * (args.networks != 1)}; "
+          f"{method}\n")
     print("| group | games | score |" + (" ms per update |\n|---:|---|---:|---:|" if cost else "\n|---:|---|---:|"))
     for k, members in enumerate(groups):
         row = f"| {k + 1} | {', '.join(members)} | {group_score(affinity, [games.index(g) for g in members]):+.4g} |"

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tyro
 
 from mtdqn.agents.core import checkpoint
@@ -30,6 +31,27 @@ class SharingArgs:
     """Also write a groups file: games whose overall overlap is >= --threshold share a torso."""
     threshold: float = 0.5
     """Jaccard overlap (0 to 1) at or above which two games go into one group (--groups-out)."""
+
+
+def channel_summary(kept: np.ndarray, width: int = 40) -> str:
+    """A game's kept channels of one layer, short enough for a table row: 'all', 'none', ranges
+    ('0-12,15,17-30'), or 'all but 13-14,16' where that is shorter. Ranges past `width` characters end in
+    '... +N more ranges': a trained dense layer keeps a scatter of hundreds (one row of 600 characters, unread);
+    gates.csv has every channel."""
+    total, count = len(kept), int(np.sum(kept))
+    if count in (0, total):
+        return "none" if count == 0 else "all"
+    text = structure.channel_ranges(kept)
+    if count > total / 2:
+        text = min(text, "all but " + structure.channel_ranges(~np.asarray(kept, bool)), key=len)
+    if len(text) <= width:
+        return text
+    parts = text.split(",")
+    shown = 1  # at least one part, however long
+    while len(",".join(parts[:shown + 1])) <= width:
+        shown += 1
+    rest = len(parts) - shown
+    return f"{','.join(parts[:shown])} ... +{rest} more range{'s' * (rest > 1)}"
 
 
 def main(argv: list[str]) -> None:
@@ -63,7 +85,8 @@ def main(argv: list[str]) -> None:
     print("| game | layer | kept | channels |\n|---|---|---:|---|")
     for g, name in enumerate(games):
         for layer, kept in gates.items():
-            print(f"| {name} | {layer} | {kept[g].sum()}/{kept.shape[1]} | {structure.channel_ranges(kept[g])} |")
+            print(f"| {name} | {layer} | {kept[g].sum()}/{kept.shape[1]} | {channel_summary(kept[g])} |")
+    print("\nEvery kept channel, a row each, is in gates.csv.")
     for layer, matrix in overlap.items():
         label = "all layers' channels pooled" if layer == "all" else layer
         print(f"\nJaccard overlap of kept channels, {label}:\n")

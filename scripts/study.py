@@ -96,7 +96,8 @@ def main(argv: list[str]) -> None:
         for run in runs:
             command = shlex.join(launch.make_task(run, study.out).argv[3:])
             print(f"{states[run.name]:<11} {run.name:<40} mtdqn {command}")
-        print(f"study {study.name}: {len(runs)} runs, {sum(s == 'finished' for s in states.values())} finished; "
+        print(f"study {study.name}: {len(runs)} run{'s' * (len(runs) != 1)}, "
+              f"{sum(s == 'finished' for s in states.values())} finished; "
               f"folder {study.out}")
         return
     _warn_if_cannot_learn(runs)
@@ -106,7 +107,8 @@ def main(argv: list[str]) -> None:
         todo = [r for r in runs if states[r.name] != "finished"]
         count = {k: sum(s == k for s in states.values()) for k in ("unfinished", "new")}
         at_once = jobs if args.backend == "local" or args.jobs else "the Ray cluster's CPUs / 2"
-        print(f"study {study.name}: {len(runs)} runs in {study.out} ({len(finished)} finished, {count['unfinished']} "
+        print(f"study {study.name}: {len(runs)} run{'s' * (len(runs) != 1)} in {study.out} ({len(finished)} finished, "
+              f"{count['unfinished']} "
               f"to resume, {count['new']} new), {at_once} at once", flush=True)
         if finished:
             print(f"skipped {len(finished)} finished: {', '.join(r.name for r in finished)}", flush=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from mtdqn.agents.training.config import ConfigError, TrainConfig, from_yaml, preset_options
+from mtdqn.agents.training.run_folder import LOCK
 from mtdqn.agents.training.validate import validate
 from mtdqn.scripts.cli import UsageError, exit_interrupted, parse_options, was_interrupted
 
@@ -153,7 +153,11 @@ def saved_config(run_dir: Path, changes: dict) -> TrainConfig:
     if not path.is_file():
         raise UsageError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
     try:
-        cfg = TrainConfig(**{**yaml.safe_load(path.read_text()), "out": str(run_dir)})
+        saved = yaml.safe_load(path.read_text())
+        if isinstance(saved, dict) and saved.get("algorithm") == "sb3-dqn":
+            raise UsageError(f"--resume {str(run_dir)!r} is an SB3 baseline (mtdqn baseline), which does not "
+                             f"checkpoint to resume: train it again with mtdqn baseline --out {run_dir} --force")
+        cfg = TrainConfig(**{**saved, "out": str(run_dir)})
     except (TypeError, yaml.YAMLError) as e:
         raise UsageError(f"{path} is not a config this mtdqn can read: {str(e).splitlines()[0]}") from None
     for name, value in changes.items():
@@ -170,7 +174,7 @@ def check_out(run_dir: Path, force: bool) -> None:
         if not force:
             raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "
                              f"continue it with --resume {run_dir}, or replace it with --force")
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
+    elif run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise UsageError(f"--out {str(run_dir)!r} is not empty and holds no run (no config.yaml): choose a new "
                          f"or empty folder, e.g. {run_dir / 'NAME'}")
 
@@ -182,17 +186,36 @@ def interrupted(run_dir: Path, owned: bool, existed: bool) -> None:
     from mtdqn.agents.core import checkpoint
 
     if owned and checkpoint.latest(run_dir) is None:
-        for item in list(run_dir.iterdir()) if run_dir.is_dir() else []:
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-        if not existed and run_dir.exists():
-            run_dir.rmdir()
+        remove_new(run_dir, existed)
         exit_interrupted(f"interrupted before the first checkpoint: nothing kept in {run_dir}")
     exit_interrupted(f"interrupted: resume with mtdqn train --resume {run_dir}")
+
+
+def hold(run_dir: Path, argv: list[str]):
+    """This process becomes the run folder's one writer, or the user hears who is (exit 2)."""
+    from mtdqn.agents.training.run_folder import RunLock, RunLocked
+
+    try:
+        return RunLock(run_dir).acquire(shlex.join(["mtdqn", "train", *argv]))
+    except RunLocked as e:
+        raise UsageError(str(e)) from None
+
+
+def remove_new(run_dir: Path, existed: bool) -> None:
+    """Undo a new run that never reached its first checkpoint: its files go, and its folder if we made it."""
+    from mtdqn.agents.training.run_folder import replace_contents
+
+    if run_dir.is_dir():
+        replace_contents(run_dir)
+        (run_dir / LOCK).unlink(missing_ok=True)
+    if not existed and run_dir.exists():
+        run_dir.rmdir()
 
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
     from mtdqn.agents.core import checkpoint
+    from mtdqn.agents.training.run_folder import set_aside_corrupt
     from mtdqn.envs import resolve_games
 
     if args.seeds or (args.resume and seed_runs(Path(args.resume))):
@@ -205,36 +228,50 @@ def main(argv: list[str]) -> None:
         given = _flags(argv)
         cfg = saved_config(run_dir, {name: getattr(args, name) for name in RESUMABLE
                                      if f"--{name.replace('_', '-')}" in given})
-        path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
+        lock = hold(run_dir, argv)
+        path, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr),
+                                               on_corrupt=set_aside_corrupt)
         done = min(state["frames"]) if state else 0
         # a run killed during its final evaluation falls through: run() then only evaluates
         if done >= cfg.frames_per_game and (run_dir / "evals" / f"frames_{done:09d}" / "eval.json").is_file():
             print(f"run {run_dir} already finished: {done:,} frames per game "
                   f"(budget {cfg.frames_per_game:,}); nothing to do. Raise --frames-per-game to train on.")
-            return
+            return lock.release()
         print(f"resuming {run_dir} from {path.name if path else 'the start (no intact checkpoint)'}", file=sys.stderr)
+        owned = existed = False
     else:
         resolve_games(args.suite)  # unknown games fail here, before any folder or emulator exists
         run_dir = Path(args.out)
         check_out(run_dir, args.force)
         cfg, state = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()}), None
+        owned, existed = not (run_dir / "config.yaml").exists(), run_dir.exists()
+        lock = hold(run_dir, argv)
+        check_out(run_dir, args.force)  # again, now that no other process can write it
     warn_if_cannot_learn(cfg)
-    owned, existed = not args.resume and not (run_dir / "config.yaml").exists(), run_dir.exists()
     try:
         train(cfg, state, run_dir, args, argv)
     except KeyboardInterrupt:
         interrupted(run_dir, owned, existed)
+    except UsageError:  # refused before training began (e.g. an unreachable Ray cluster): leave no new folder
+        if owned:
+            remove_new(run_dir, existed)
+        raise
     except Exception:
         if not was_interrupted():  # e.g. numpy half imported when Ctrl-C cut its import
             raise
         interrupted(run_dir, owned, existed)
+    finally:
+        lock.release()
 
 
 def start(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]):
-    """The run folder's config.yaml and command.txt (--force clears the old run's results first), and its tracker."""
-    if args.force:  # the old run's results must not mix with the new one's
-        for old in ("checkpoints", "evals"):
-            shutil.rmtree(run_dir / old, ignore_errors=True)
+    """The run folder's config.yaml and command.txt (--force first removes everything of the old run), and
+    its tracker."""
+    if args.force and not args.resume and (run_dir / "config.yaml").exists():
+        from mtdqn.agents.training.run_folder import replace_contents
+
+        removed = replace_contents(run_dir)  # nothing of the old run may mix with the new one's files
+        print(f"--force: replaced the run in {run_dir} (removed {', '.join(removed)})", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
@@ -294,16 +331,27 @@ def seed_runs(folder: Path) -> list[Path]:
 
 def train_seeds(args: TrainArgs, argv: list[str]) -> None:
     """--seeds: one run folder per seed under --out, trained together; --resume OUT: its unfinished seeds."""
+    runs, locks = [], []  # (config, checkpoint state, folder) of each seed to train; their folders' locks
+    try:
+        _train_seeds(args, argv, runs, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_seeds(args: TrainArgs, argv: list[str], runs: list, locks: list) -> None:
     from mtdqn.agents.core import checkpoint
+    from mtdqn.agents.training.run_folder import set_aside_corrupt
     from mtdqn.envs import resolve_games
 
-    runs = []  # (config, checkpoint state, folder) of each seed to train
     if args.resume:
         folder, given = Path(args.resume), _flags(argv)
+        locks.extend(hold(run_dir, argv) for run_dir in seed_runs(folder))  # every seed's, before any is touched
         for run_dir in seed_runs(folder):
             cfg = saved_config(run_dir, {name: getattr(args, name) for name in RESUMABLE
                                          if f"--{name.replace('_', '-')}" in given})
-            _, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr))
+            _, state = checkpoint.newest_intact(run_dir, warn=lambda m: print(f"mtdqn: {m}", file=sys.stderr),
+                                                on_corrupt=set_aside_corrupt)
             done = min(state["frames"]) if state else 0
             if not (done >= cfg.frames_per_game and (run_dir / "evals" / f"frames_{done:09d}" / "eval.json").is_file()):
                 runs.append((cfg, state, run_dir))
@@ -324,6 +372,9 @@ def train_seeds(args: TrainArgs, argv: list[str]) -> None:
             check_out(run_dir, args.force)
             runs.append((TrainConfig(**options | {"seed": seed, "out": str(run_dir),
                                                   "wandb_group": args.wandb_group or folder.name}), None, run_dir))
+        locks.extend(hold(run_dir, argv) for _, _, run_dir in runs)
+        for _, _, run_dir in runs:
+            check_out(run_dir, args.force)  # again, now that no other process can write them
     warn_if_cannot_learn(runs[0][0])
     if len(runs) == 1:  # one seed left to finish: it goes on alone
         return train(*runs[0], args, argv)

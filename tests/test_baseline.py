@@ -46,3 +46,32 @@ def test_baseline_options_count_in_train_units():
     model = baseline.sb3_dqn(env, settings, seed=0)
     assert model.learning_starts == 2_000 and model.target_update_interval == 1_000
     env.close()
+
+
+def test_a_default_said_to_match_train_does_and_one_that_differs_says_trains():
+    """A baseline option's help that names `mtdqn train --X` either has train's default or states train's default:
+    --target-update-period's help once said "as train" beside 250 while train's default is 2,000."""
+    import ast
+    import dataclasses
+    import inspect
+    import re
+
+    from mtdqn.agents.training.config import TrainConfig
+
+    tree = ast.parse(inspect.getsource(baseline.BaselineSettings))
+    body = tree.body[0].body
+    docs = {a.target.id: b.value.value for a, b in zip(body, body[1:])
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
+    train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    ours = {f.name: f.default for f in dataclasses.fields(baseline.BaselineSettings)}
+    named = {name for name, doc in docs.items() if re.search(r"`mtdqn train --", doc)}
+    assert named == {"learning_starts", "target_update_period"}
+    for name in named:
+        doc = " ".join(docs[name].split())
+        assert ours[name] == train[name] or f"`mtdqn train` defaults to {train[name]:,}" in doc, name
+    assert ours["learning_starts"] == train["learning_starts"] == 20_000
+    assert "250 (1,000 agent steps) is the RL Zoo's SB3 DQN on Atari" in " ".join(docs["target_update_period"].split())
+    env = make_sb3_env("pong", 1, PROTOCOLS["machado"], num_threads=1, seed=0)
+    model = baseline.sb3_dqn(env, baseline.BaselineSettings(buffer_size=1000), seed=0)
+    assert model.target_update_interval == 1_000  # agent steps: the RL Zoo's target_update_interval
+    env.close()

@@ -47,7 +47,8 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    mtdqn("train", *TRAIN, "--track", "--video", "--wandb-project", "mtdqn-test", "--out", root / "run", cwd=root)
+    mtdqn("train", *TRAIN, "--track", "--wandb-checkpoints", "--video", "--wandb-project", "mtdqn-test", "--out",
+          root / "run", cwd=root)
     return root / "run"
 
 

@@ -71,7 +71,7 @@ def test_runs_that_cannot_be_compared_are_refused(tmp_path):
 def test_compare_cli_errors_are_one_line(tmp_path):
     a = report(tmp_path, "a", {"pong": at_hns("pong", [0.1])})
     for args, message in (([a, a], "both named 'a'"), ([a, tmp_path / "nothing"], "neither a run folder"),
-                          ([a, a, "--labels", "x"], "1 names for 2 runs")):
+                          ([a, a, "--labels", "x"], "--labels has 1 name for 2 runs")):
         proc = mtdqn("compare", *args, "--out", tmp_path / "cmp", cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 

@@ -122,3 +122,22 @@ def test_update_cost_is_measured_for_real():
     from mtdqn.scripts.group import update_ms
 
     assert update_ms(1, batch_size=2, repeats=1) > 0
+
+
+def test_groups_files_are_named_by_their_matrix_and_k(tmp_path, capsys):
+    """Grouping cosine.csv beside affinity.csv must not overwrite affinity's groups: each file is named by its
+    source and K, and the command says what it wrote."""
+    from mtdqn.scripts import group
+
+    games = ["a", "b", "c", "d"]
+    for name, matrix in (("affinity", PAIRS), ("cosine", -np.array(PAIRS))):
+        (tmp_path / f"{name}.csv").write_text("source\\target," + ",".join(games) + "\n" + "".join(
+            f"{g}," + ",".join(map(str, row)) + "\n" for g, row in zip(games, matrix)))
+        group.main(["--affinity", str(tmp_path / f"{name}.csv"), "--networks", "2"])
+        err = capsys.readouterr().err
+        assert err == (f"wrote {tmp_path}/groups-{name}-k2.txt: train with --sharing grouped --groups "
+                       f"{tmp_path}/groups-{name}-k2.txt\n")
+    assert sorted(p.name for p in tmp_path.glob("groups*")) == ["groups-affinity-k2.txt", "groups-cosine-k2.txt"]
+    assert (tmp_path / "groups-affinity-k2.txt").read_text().startswith(f"# mtdqn group --affinity {tmp_path}/affinity.csv")
+    assert (tmp_path / "groups-cosine-k2.txt").read_text().startswith(f"# mtdqn group --affinity {tmp_path}/cosine.csv")
+    assert parse_groups(str(tmp_path / "groups-affinity-k2.txt"), games) == [0, 0, 1, 1]

@@ -114,3 +114,48 @@ def test_cli_writes_table_figure_and_curve_and_errors_in_one_line(tmp_path):
                           ([a, "--agent", "rainbow"], "rainbow")):
         proc = mtdqn("published", *args, cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_runs_position_is_in_score_points_with_the_right_sign_when_the_median_is_negative():
+    """Pong's published DrQ(eps) quartiles are all negative: -20.5 is 4.9 points below p25, (-15.6 - -20.5) / (-6.6
+    - -15.6) = 4.9 / 9.0 = 0.54 of the IQR; a ratio to the median would have called it "+86%" (-20.5 / -11.0)."""
+    from mtdqn.envs.published import Published, position
+
+    pong = published_scores("drq-eps")["pong"]
+    assert pong == Published(runs=100, mean=-9.1, p25=-15.6, median=-11.0, p75=-6.6)
+    assert position(-20.5, pong) == "4.9 below p25 (0.54 IQR)"
+    assert position(-12.0, pong) == "inside, 1.0 below the median"
+    assert position(-9.0, pong) == "inside, 2.0 above the median"
+    assert position(0.0, pong) == "6.6 above p75 (0.73 IQR)"
+    assert position(1.0, Published(100, 0.0, 0.0, 0.0, 0.0)) == "1.0 above p75"  # no spread: no IQR units
+
+
+def evaluation(tmp_path, name, scores, protocol="atari100k", cap=108_000):
+    proto = replace(PROTOCOLS[protocol], life_loss_reset=PROTOCOLS[protocol].life_loss_terminal,
+                    max_frames_per_episode=cap)
+    write_report(summarize({g: np.array(s) for g, s in scores.items()}, protocol=proto, epsilon=0.001,
+                           frames=dict.fromkeys(scores, 400_000)), tmp_path / name / "evals" / "frames_000400000")
+    return tmp_path / name
+
+
+def test_cli_prints_and_saves_each_runs_position_and_its_warnings(tmp_path):
+    # boxing: 11.0 - p75 10.6 = 0.4 points, / (10.6 - 7.0) = 0.11 IQR
+    pong = evaluation(tmp_path, "pong", {"pong": [-20.0, -21.0], "boxing": [10.0, 12.0]}, protocol="machado")
+    proc = mtdqn("published", pong, "--out", tmp_path / "pub", cwd=tmp_path)
+    table = ["| game | run | score | position |", "|---|---:|---:|---|",
+             "| pong | 1 | -20.5 | 4.9 below p25 (0.54 IQR) |", "| boxing | 1 | 11.0 | 0.4 above p75 (0.11 IQR) |"]
+    warning = "Warning: evaluated under protocol machado: the published runs used atari100k."
+    assert proc.stdout.splitlines()[-len(table) - 2:] == [*table, "", warning]
+    assert (tmp_path / "pub" / "published.md").read_text() == proc.stdout
+    rows = json.loads((tmp_path / "pub" / "published.json").read_text())["games"]
+    assert [r["positions"] for r in rows] == [["4.9 below p25 (0.54 IQR)"], ["0.4 above p75 (0.11 IQR)"]]
+
+
+def test_an_evaluation_with_another_episode_cap_is_refused(tmp_path):
+    capped = evaluation(tmp_path, "capped", {"pong": [-5.0]}, cap=40_000)
+    proc = mtdqn("published", capped, "--out", tmp_path / "pub", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and not (tmp_path / "pub").exists()
+    assert proc.stderr == (f"mtdqn: error: {capped}/evals/frames_000400000/eval.json evaluated pong with episodes capped "
+                           f"at 40,000 frames; the published runs' protocol (atari100k) plays them up to 108,000 frames "
+                           f"(27,000 agent steps): evaluate the checkpoint with mtdqn evaluate CHECKPOINT "
+                           f"--max-episode-frames 108000 and give that evaluation\n")

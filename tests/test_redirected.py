@@ -14,7 +14,9 @@ from mtdqn.scripts.train import warn_if_cannot_learn
 from test_cli import mtdqn
 
 PROGRESS = re.compile(r"progress: [\d,]+/1,600 frames per game \(\d+%\), [\d,]+ agent steps/s, [\d,]+ updates, "
-                      r"epsilon [\d.e-]+, return pong \S+ breakout \S+, ETA \d+:\d\d:\d\d")
+                      r"epsilon [\d.e-]+, return pong \S+ breakout \S+, ETA (\d+:\d\d:\d\d|\? \(warm-up\)|\?)")
+SUMMARY = re.compile(r"trained 1,600 frames per game in 0:\d\d:\d\d wall time \(\d+\.\d s\): [\d,]+ frames per game/s, "
+                     r"[\d,]+ agent steps/s")
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +39,24 @@ def test_a_redirected_run_prints_progress_lines_until_the_budget(redirected):
     assert updates == sorted(updates) and updates[-1] > 0
 
 
+def test_a_run_ends_with_its_wall_time_and_throughput(redirected):
+    """After the last progress line, before the final checkpoint and evaluation: nothing else keeps them."""
+    (summary,) = [line for line in redirected if line.startswith("trained ")]
+    assert SUMMARY.fullmatch(summary), summary
+    at = redirected.index(summary)
+    assert redirected[at - 1].startswith("progress: 1,600/1,600 ") and redirected[at + 1].startswith("checkpoint: ")
+
+
 def test_every_evaluation_prints_a_line_per_game_as_it_finishes(redirected):
-    done = [l for l in redirected if l.startswith("evaluate: ")]
+    done = [l for l in redirected if re.match(r"evaluate: \S+ done, ", l)]
     # at 800 frames per game and at the end; within one evaluation, in the order the games finish
     assert sorted(l.split(" done")[0] for l in done) == ["evaluate: breakout"] * 2 + ["evaluate: pong"] * 2
     assert redirected.index(done[1]) < redirected.index(next(l for l in redirected if l.startswith("progress: 1,600")))
     assert all(", 1 episode, mean return " in l for l in done)
+    episodes = [l for l in redirected if re.match(r"evaluate: \S+ episode ", l)]
+    line = re.compile(r"evaluate: (pong|breakout) episode 1/1: return -?\d+, [\d,]+ frames, "
+                      r"(game over|episode cap reached at 400 frames), \d+\.\d s")
+    assert len(episodes) == 4 and all(line.fullmatch(l) for l in episodes), episodes
 
 
 def test_progress_line_exact():

@@ -7,6 +7,9 @@ is Nature-DQN, the architecture of our one-game network, so its weights are copi
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -24,9 +27,11 @@ class BaselineSettings:
     buffer_size: int = 100_000
     """SB3 replay size, transitions."""
     learning_starts: int = 20_000
-    """Frames (4 per agent step) before learning starts, as `mtdqn train --learning-starts`."""
+    """Frames (4 per agent step) before learning starts: the unit and default of `mtdqn train --learning-starts`."""
     target_update_period: int = 250
-    """Gradient updates between target-network syncs, as `mtdqn train --target-update-period`."""
+    """Gradient updates between target-network syncs (the unit of `mtdqn train --target-update-period`; SB3
+    syncs every this x --train-frequency agent steps). 250 (1,000 agent steps) is the RL Zoo's SB3 DQN on
+    Atari, the baseline this command reproduces; `mtdqn train` defaults to 2,000 updates."""
     batch_size: int = 32
     """Transitions per update."""
     train_frequency: int = 4
@@ -94,3 +99,68 @@ class EpisodeLog:
 
 def frames_of(model) -> int:
     return int(model.num_timesteps) * FRAMESKIP
+
+
+def progress_callback(game: str, budget: int, learning_starts: int, tracker, log_interval: int,
+                      progress_interval: float | None):
+    """The SB3 callback that makes `mtdqn baseline` say what it does while it trains, in `mtdqn train`'s units
+    (frames of the one game): a tqdm bar on a terminal; where stderr is a file (the bar is off there) a
+    progress line every `progress_interval` seconds, its ETA from the rate since learning began (the warm-up
+    steps several times faster); every `log_interval` frames a metrics row for the tracker (metrics.jsonl,
+    and W&B with --track) under train's keys."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm import tqdm
+
+    from mtdqn.agents.training.progress import progress_line
+    from mtdqn.envs import hns, reference_scores
+
+    class Progress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=budget, unit="frame", unit_scale=True, dynamic_ncols=True, disable=None, desc=game)
+            self.episodes, self.latest = EpisodeLog(), math.nan
+            self.start = self.last_line = time.perf_counter()
+            self.last_frames, self.next_log = 0, log_interval
+            self.learning: tuple[float, int] | None = None  # (time, frames) of the first step past the warm-up
+
+        def _on_step(self) -> bool:
+            self.episodes.collect(self.locals["infos"])
+            if self.episodes.returns:
+                self.latest = self.episodes.returns[-1]
+            frames, now = frames_of(self.model), time.perf_counter()
+            self.bar.update(min(frames, budget) - self.bar.n)
+            if self.learning is None and frames >= learning_starts:
+                self.learning = (now, frames)
+            if progress_interval is not None and now - self.last_line >= progress_interval:
+                steps_per_s = (frames - self.last_frames) / FRAMESKIP / max(now - self.last_line, 1e-9)
+                since, done = self.learning or (now, frames)
+                rate = (frames - done) / (now - since) if now > since else 0.0
+                print(progress_line([game], np.array([frames]), budget, steps_per_s, self.model._n_updates,
+                                    np.array([self.epsilon()]), [self.latest], rate, warming_up=self.learning is None),
+                      file=sys.stderr, flush=True)
+                self.last_line, self.last_frames = now, frames
+            if frames >= self.next_log:
+                tracker.log(self.metrics(frames, now), frames)
+                self.next_log = (frames // log_interval + 1) * log_interval
+            return True
+
+        def metrics(self, frames: int, now: float) -> dict:
+            ret = self.episodes.flush()
+            out = {"perf/frames_per_second": frames / max(now - self.start, 1e-9), "train/updates": self.model._n_updates,
+                   f"train/{game}/epsilon": self.epsilon()}
+            loss = self.model.logger.name_to_value.get("train/loss")  # SB3's loss of its latest update
+            if loss is not None and self.model._n_updates:
+                out[f"train/{game}/td_loss"] = float(loss)
+            if ret is not None:
+                out[f"train/{game}/episodic_return"] = ret
+                if game in reference_scores():
+                    out[f"train/{game}/hns"] = float(hns(game, ret))
+            return out
+
+        def epsilon(self) -> float:
+            """The rate of the step just taken (SB3 sets model.exploration_rate only after the callbacks)."""
+            return float(self.model.exploration_schedule(self.model._current_progress_remaining))
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return Progress()

@@ -301,7 +301,8 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
     args = {"protocol": opts.protocol, "seed": opts.seed}
     precisions = (opts.precision, *(p for p in ("fp32", "bf16") if p != opts.precision))
 
-    progress(f"acting: our loop and raw env stepping, {len(games)} games x {opts.envs_per_game} envs")
+    progress(f"acting: our loop and raw env stepping, {len(games)} game{'s' * (len(games) != 1)} x "
+             f"{opts.envs_per_game} envs")
     acting = acting_rates(games, opts.envs_per_game, sizes.acting_steps, threads=opts.threads,
                           precision=opts.precision, **args)
     out["acting"] = {"ours": acting.ours.to_dict(), "raw_env": acting.raw_env.to_dict(), "ratio": acting.ratio,

@@ -46,7 +46,8 @@ def run(opts: BenchOptions, sizes: Sizes | None = None, progress=lambda message:
     rays = {}
     try:
         for n in ACTOR_COUNTS:
-            progress(f"starting {n} Ray actor(s) for {len(games)} games x {opts.envs_per_game} envs")
+            progress(f"starting {n} Ray actor(s) for {len(games)} game{'s' * (len(games) != 1)} x "
+                     f"{opts.envs_per_game} envs")
             rays[n] = RayTrainer(replace(local.cfg, backend="ray", num_actors=n), local.run_dir)
         iterations = iterations_for(sizes.acting_steps, len(games) * opts.envs_per_game)
         loop(local, 10)  # warm-up, untimed: first forward passes, first chunks

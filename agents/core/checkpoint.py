@@ -23,6 +23,11 @@ class CheckpointError(ValueError):
     """The file is missing, unreadable, unsafe, or not a checkpoint of ours."""
 
 
+class CorruptCheckpoint(CheckpointError):
+    """The file cannot be read back at all (truncated, garbled): unlike one of another version or program,
+    it can never be used, so a run's writer may set it aside."""
+
+
 def atomic_write(path: Path, write) -> Path:
     """Call `write(file)` on a temp file beside `path`, fsync, rename: a crash leaves the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,9 +77,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
         if blocked:
             raise CheckpointError(f"checkpoint {str(path)!r} was refused: it would import "
                                   f"{blocked.group(1) or blocked.group(2)} on load (not plain data; it could run code)") from None
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable: not a torch checkpoint, or corrupt") from None
+        raise CorruptCheckpoint(f"checkpoint {str(path)!r} is unreadable: not a torch checkpoint, or corrupt") from None
     except Exception as e:  # truncated zip, random bytes, ...
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}): "
+        raise CorruptCheckpoint(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}): "
                               "truncated or corrupt; use another checkpoint from the run") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an mtdqn checkpoint")
@@ -94,13 +99,19 @@ def latest(run_dir: Path) -> Path | None:
     return files[-1] if files else None
 
 
-def newest_intact(run_dir: Path, warn=print) -> tuple[Path, dict] | tuple[None, None]:
-    """The newest checkpoint that loads; broken newer ones are reported and skipped, not deleted."""
+def newest_intact(run_dir: Path, warn=print, on_corrupt=None) -> tuple[Path, dict] | tuple[None, None]:
+    """The newest checkpoint that loads; broken newer ones are reported and skipped, never deleted.
+    `on_corrupt(path)` (the run's writer) moves a corrupt one aside and returns where it went, so it stops
+    being the run's newest for every later command; a writer raises on any other CheckpointError (another
+    mtdqn version's file is not to be trained past)."""
     for path in reversed(all_checkpoints(run_dir)):
         try:
             return path, load(path)
         except CheckpointError as e:
-            warn(f"skipping {e}")
+            if on_corrupt and not isinstance(e, CorruptCheckpoint):
+                raise
+            where = on_corrupt(path) if on_corrupt else None
+            warn(f"skipping {e}" + (f"; moved to {where}" if where else ""))
     return None, None
 
 

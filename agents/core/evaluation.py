@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from mtdqn.agents.core.episode_log import EpisodeLog, say
 from mtdqn.agents.core.learner import epsilon_greedy
 from mtdqn.envs import Lives, Protocol, aggregate_hns, hns, make_env, minatar
 from mtdqn.envs.scores import score_name
@@ -24,44 +24,54 @@ EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with trai
 
 
 def run_episodes(network, games: list[str], game_ids: list[int], protocol: Protocol, episodes: int,
-                 epsilon: float, seed: int, device="cpu", env_threads: int = 1,
-                 progress: bool = False) -> dict[str, np.ndarray]:
+                 epsilon: float, seed: int, device="cpu", env_threads: int = 1, progress: bool = False,
+                 progress_interval: float = 30.0, stop: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
     """Raw episode returns, [episodes] per game; game_ids index the network's heads.
 
-    `progress`: a line on stderr as each game finishes, so an evaluation whose output goes to a
-    file shows it is alive long before its table."""
+    `progress`: lines on stderr as it plays (core/episode_log.py): each finished episode (its return,
+    frames and why it ended), every `progress_interval` seconds the games still playing, and each game
+    as it finishes, so an evaluation whose output goes to a file shows it is alive long before its table.
+    `stop`: polled every step; True abandons the episodes (episode_log.EvaluationInterrupted). A caller
+    that takes Ctrl-C as a flag (training's catch_signals) passes it, or the flag would wait for the last
+    episode's end, up to the cap. The envs are closed however it ends."""
     device = torch.device(device)
-    start, reported = time.perf_counter(), set()
+    log = EpisodeLog(games, episodes, protocol, progress, progress_interval, stop)
+    reported = set()
     envs = [make_env(g, episodes, protocol, num_threads=env_threads) for g in games]
-    resets = [env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + i * episodes) for i, env in enumerate(envs)]
-    obs = np.concatenate([o for o, _ in resets])
-    lives = Lives(np.concatenate([info["lives"] for _, info in resets]))
-    head = np.repeat(np.asarray(game_ids), episodes)
-    head_t = torch.from_numpy(head).to(device)
-    num_actions = np.repeat([int(env.single_action_space.n) for env in envs], episodes)
-    returns = np.zeros(len(head))
-    running = np.ones(len(head), dtype=bool)
-    rng = np.random.default_rng(EVAL_SEED_OFFSET + seed)
-    network.eval()
-    while running.any():
-        actions = epsilon_greedy(network, obs, head_t, num_actions, epsilon, rng, device)
-        for i, env in enumerate(envs):
-            env.send(actions[i * episodes:(i + 1) * episodes])
-        results = [env.recv() for env in envs]
-        obs = np.concatenate([r[0] for r in results])
-        if protocol.life_loss_reset:
-            lives.step(np.concatenate([r[4]["lives"] for r in results]), obs)
-        returns += np.concatenate([r[1] for r in results]) * running
-        done = np.concatenate([r[2] | r[3] for r in results])
-        running &= ~done
-        for i, g in enumerate(games):
-            if progress and i not in reported and not running[i * episodes:(i + 1) * episodes].any():
-                reported.add(i)
-                print(game_done_line(g, returns[i * episodes:(i + 1) * episodes], time.perf_counter() - start),
-                      file=sys.stderr, flush=True)
-    network.train()
-    for env in envs:
-        env.close()
+    try:
+        resets = [env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + i * episodes) for i, env in enumerate(envs)]
+        obs = np.concatenate([o for o, _ in resets])
+        lives = Lives(np.concatenate([info["lives"] for _, info in resets]))
+        head = np.repeat(np.asarray(game_ids), episodes)
+        head_t = torch.from_numpy(head).to(device)
+        num_actions = np.repeat([int(env.single_action_space.n) for env in envs], episodes)
+        returns = np.zeros(len(head))
+        running = np.ones(len(head), dtype=bool)
+        rng = np.random.default_rng(EVAL_SEED_OFFSET + seed)
+        network.eval()
+        while running.any():
+            actions = epsilon_greedy(network, obs, head_t, num_actions, epsilon, rng, device)
+            for i, env in enumerate(envs):
+                env.send(actions[i * episodes:(i + 1) * episodes])
+            results = [env.recv() for env in envs]
+            obs = np.concatenate([r[0] for r in results])
+            now_lives = np.concatenate([r[4]["lives"] for r in results])
+            if protocol.life_loss_reset:
+                lives.step(now_lives, obs)
+            returns += np.concatenate([r[1] for r in results]) * running
+            terminated, truncated = (np.concatenate([r[k] for r in results]) for k in (2, 3))
+            ending = running & (terminated | truncated)
+            running &= ~ending
+            log.step(ending, running, returns, np.concatenate([r[4]["episode_frame_number"] for r in results]),
+                     terminated, truncated, now_lives)
+            for i, g in enumerate(games):
+                if progress and i not in reported and not running[i * episodes:(i + 1) * episodes].any():
+                    reported.add(i)
+                    say(game_done_line(g, returns[i * episodes:(i + 1) * episodes], log.seconds()))
+    finally:
+        network.train()
+        for env in envs:
+            env.close()
     return {g: returns[i * episodes:(i + 1) * episodes] for i, g in enumerate(games)}
 
 
@@ -140,7 +150,7 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {r['game']} | {frames} | {r['episodes']} | {r['raw_mean']:.1f} | {r['raw_std']:.1f} | {hns_text} |")
     agg = report["aggregate"]
     lines.append("")
-    lines.append(f"Aggregate {name} of the games' means over {agg['games_with_reference']} games. 1 run: no interval "
+    lines.append(f"Aggregate {name} of the games' means over {agg['games_with_reference']} game{'s' * (agg['games_with_reference'] != 1)}. 1 run: no interval "
                  f"over seeds; the interval resamples this checkpoint's episodes only (measurement precision, not "
                  f"seed-to-seed spread: compare several runs with mtdqn compare).")
     lines.append("")
@@ -154,7 +164,25 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_hns(report: dict, path: Path) -> None:
+def hns_limits(values: list[float], reference: float = 1.0, near: float = 1.0, pad: float = 0.15,
+               edge: float = 0.02) -> tuple[float, float, bool]:
+    """(left, right, whether the reference line is drawn) for the x axis of `plot_hns`.
+
+    The axis spans the scores and 0, not 0 to the reference: scores of -0.06 to 0.1 on a 0-to-1 axis are
+    slivers nobody can read. The reference (human = 1, or MinAtar's DQN = 1) is drawn when it lies within
+    `near` spans of the scores' range, so drawing it at most doubles the axis; otherwise it is named in
+    words. `pad` spans leave room for the value labels on a side where bars end, `edge` spans elsewhere."""
+    low, high = min(0.0, *values), max(0.0, *values)
+    span = high - low or 1.0
+    show = low - near * span <= reference <= high + near * span
+    if show:
+        low, high = min(low, reference), max(high, reference)
+        span = high - low
+    return (low - (pad if min(values) < 0 else edge) * span, high + (pad if max(values) > 0 else edge) * span, show)
+
+
+def hns_figure(report: dict):
+    """The bars of `plot_hns`: a bar per game labelled with its value, on an axis fitted to the scores."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,18 +190,32 @@ def plot_hns(report: dict, path: Path) -> None:
 
     rows = [r for r in report["games"] if "hns" in r]
     name = score_name([r["game"] for r in rows])
+    reference = "human" if name == "HNS" else "DQN"
     fig, ax = plt.subplots(figsize=(6, 0.35 * max(len(rows), 3) + 1.2))
     if rows:
-        ax.barh([r["game"] for r in rows], [r["hns"] for r in rows], color="tab:blue")
-        ax.axvline(1.0, color="gray", linestyle="--", linewidth=1, label="human" if name == "HNS" else "DQN")
+        values = [r["hns"] for r in rows]
+        bars = ax.barh([r["game"] for r in rows], values, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=3, fontsize=8)
+        left, right, show = hns_limits(values)
+        ax.set_xlim(left, right)
         ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.legend(loc="lower right")
+        if show:
+            ax.axvline(1.0, color="gray", linestyle="--", linewidth=1, label=f"{reference} = 1")
+            ax.legend(loc="lower right")
     ax.invert_yaxis()
-    ax.set_xlabel(name)
+    ax.set_xlabel(name if not rows or show else f"{name} ({reference} = 1 lies off this axis)")
     iqm = report["aggregate"].get("iqm")
     title = f"IQM {name} {iqm['value']:.3f}" if iqm else "no game with a reference score"
     ax.set_title(f"{title} ({report['protocol']['name']} protocol)")
     fig.tight_layout()
+    return fig
+
+
+def plot_hns(report: dict, path: Path) -> None:
+    """hns.png: `hns_figure` written to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = hns_figure(report)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

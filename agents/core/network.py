@@ -53,7 +53,8 @@ class MultiHeadQNetwork(nn.Module):
         self.torso_of = [0] * len(self.action_counts) if torso_of is None else [int(t) for t in torso_of]
         if len(self.torso_of) != len(self.action_counts) or sorted(set(self.torso_of)) != list(
                 range(max(self.torso_of) + 1)):
-            raise ValueError(f"torso_of {self.torso_of} must give each of {len(self.action_counts)} games a torso "
+            n = len(self.action_counts)
+            raise ValueError(f"torso_of {self.torso_of} must give each of {n} game{'s' * (n != 1)} a torso "
                              f"index, using every index from 0 up")
         self.tied_init = tied_init
         self.popart = popart

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -131,12 +132,25 @@ class Tracker:
         return cls(run_dir)
 
     def save_files(self, names=("config.yaml", "command.txt")) -> None:
-        """Copy run-folder files into the W&B run's files (config.yaml and command.txt at the start,
-        metrics.jsonl at the end): the W&B run then holds what reproduces it and every local row."""
+        """Copy run-folder files into the W&B run's files (config.yaml and command.txt at the start and the
+        end, metrics.jsonl at the end): the W&B run then holds what reproduces it and every local row. Copies,
+        not W&B's links: a segment synced later must upload these files as they were when it ended, not as a
+        later segment of the run left them."""
+        if self.wandb is None:
+            return
+        files = Path(self.wandb.dir)
         for name in names:
             path = self.run_dir / name
             if path.is_file():
-                self._wandb_call(self.wandb.save, str(path), base_path=str(self.run_dir), policy="now")
+                copy = files / name
+                try:
+                    files.mkdir(parents=True, exist_ok=True)  # WANDB_MODE=disabled names a folder it never makes
+                    copy.unlink(missing_ok=True)  # may be a link made by an older mtdqn or by wandb.save
+                    shutil.copyfile(path, copy)
+                except OSError as e:
+                    _warn(f"W&B files: cannot copy {name} ({e.strerror}); it stays in {self.run_dir} only")
+                    continue
+                self._wandb_call(self.wandb.save, str(copy), base_path=str(files), policy="now")
 
     def truncate_after(self, frames_per_game: int) -> None:
         """Drop local rows logged past a checkpoint we resume from, so the history never goes backwards."""
@@ -222,12 +236,12 @@ class Tracker:
         def upload():
             artifact = wandb.Artifact(f"{self.wandb.id}-checkpoint", type="model",
                                       metadata={"frames_per_game": int(frames_per_game)})
-            artifact.add_file(str(path))
+            artifact.add_file(str(path), skip_cache=True, policy="immutable")  # no copy in the home folder
             self.wandb.log_artifact(artifact, aliases=["latest", f"frames-{frames_per_game}"])
 
         self._wandb_call(upload)
 
     def finish(self) -> None:
         if self.wandb is not None:
-            self.save_files(["metrics.jsonl"])
+            self.save_files(["config.yaml", "command.txt", "metrics.jsonl"])
         self._wandb_call(lambda: self.wandb.finish())

@@ -172,27 +172,67 @@ def write_matrix(path: Path, matrix: np.ndarray, games: list[str]) -> None:
             writer.writerow([g, *(f"{x:.6g}" for x in row)])
 
 
-def heatmap(matrix: np.ndarray, games: list[str], title: str):
-    """A labelled matplotlib heatmap (diverging colours centred on 0)."""
+DIAGONAL_GREY = (0.85, 0.85, 0.85, 1.0)  # a game with itself: off the colour scale, drawn grey and labelled
+
+
+def off_diagonal_bound(matrix: np.ndarray) -> float:
+    """Half-width of a symmetric colour scale centred on 0: the largest |value| off the diagonal.
+
+    The diagonal is a game with itself (cosine exactly 1, a self-affinity often ten times any pair's):
+    on the scale it would wash every pair out to near white, and the pairs are what the figure is for.
+    1.0 when no off-diagonal value is finite and non-zero (nothing to scale to)."""
+    off = np.abs(np.asarray(matrix, float)[~np.eye(len(matrix), dtype=bool)])
+    off = off[np.isfinite(off)]
+    return float(off.max()) if off.size and off.max() > 0 else 1.0
+
+
+def relative_luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (components 0 to 1; alpha ignored)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def text_color(rgb) -> str:
+    """'black' or 'white', whichever contrasts more with a cell of colour `rgb`: black wins above luminance
+    0.179, where (L + 0.05) / 0.05 = 1.05 / (L + 0.05). One fixed text colour is unreadable on part of any
+    colour map (white on viridis's yellow, black on RdBu's dark ends)."""
+    return "black" if relative_luminance(rgb) > 0.179 else "white"
+
+
+def heatmap(matrix: np.ndarray, games: list[str], title: str, *, cmap: str = "RdBu",
+            limits: tuple[float, float] | None = None, diagonal: bool = False, fmt: str = "{:.2g}",
+            axes: tuple[str, str] | None = ("target game", "source game")):
+    """A labelled matplotlib heatmap, every cell's value written in the text colour its cell needs.
+
+    By default (cosine, affinity) the scale is diverging, centred on 0 and symmetric, from the off-diagonal
+    cells only (`off_diagonal_bound`); the diagonal is drawn grey, its value labelled 'self'. `limits`
+    fixes the scale instead and `diagonal=True` keeps the diagonal on it (gate overlap: 0 to 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = max(4.0, 0.5 * len(games) + 2)
+    n = len(games)
+    matrix = np.asarray(matrix, float)
+    self_cell = np.eye(n, dtype=bool) & (not diagonal)
+    vmin, vmax = limits or (-off_diagonal_bound(matrix), off_diagonal_bound(matrix))
+    colours = plt.get_cmap(cmap).with_extremes(bad=DIAGONAL_GREY)
+    size = max(4.0, 0.5 * n + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    bound = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 1.0
-    im = ax.imshow(matrix, cmap="RdBu", vmin=-bound, vmax=bound)
-    ax.set_xticks(range(len(games)), games, rotation=60, ha="right")
-    ax.set_yticks(range(len(games)), games)
-    ax.set_xlabel("target game")
-    ax.set_ylabel("source game")
-    if len(games) <= 12:
-        for i in range(len(games)):
-            for j in range(len(games)):
-                if np.isfinite(matrix[i, j]):
-                    ax.text(j, i, f"{matrix[i, j]:.2g}", ha="center", va="center", fontsize=8)
+    im = ax.imshow(np.ma.masked_where(self_cell | ~np.isfinite(matrix), matrix), cmap=colours, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(n), games, rotation=60, ha="right")
+    ax.set_yticks(range(n), games)
+    if axes:  # a directed matrix (affinity: row source -> column target); a symmetric one needs none
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel(axes[1])
+    if n <= 12:
+        for i, j in zip(*np.nonzero(np.isfinite(matrix))):
+            cell = DIAGONAL_GREY if self_cell[i, j] else colours(im.norm(matrix[i, j]))
+            ax.text(j, i, fmt.format(matrix[i, j]) + ("\n(self)" if self_cell[i, j] else ""), ha="center",
+                    va="center", fontsize=8, color=text_color(cell))
     ax.set_title(title)
-    fig.colorbar(im, ax=ax)
+    bar = fig.colorbar(im, ax=ax)
+    if self_cell.any():
+        bar.set_label("scale of the pairs; grey diagonal: a game with itself", fontsize=8)
     fig.tight_layout()
     return fig

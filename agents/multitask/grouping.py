@@ -41,7 +41,8 @@ def read_affinity(path: str) -> tuple[list[str], np.ndarray]:
     except ValueError as e:
         raise GroupsError(f"affinity file {path!r} has a non-number: {e}") from None
     if matrix.shape != (len(games), len(games)):
-        raise GroupsError(f"affinity file {path!r} is not square: {matrix.shape[0]} rows for {len(games)} games")
+        raise GroupsError(f"affinity file {path!r} is not square: {matrix.shape[0]} rows for {len(games)} "
+                          f"game{'s' * (len(games) != 1)}")
     if not np.isfinite(matrix[~np.eye(len(games), dtype=bool)]).all():
         raise GroupsError(f"affinity file {path!r} has missing or infinite off-diagonal values")
     return games, matrix
@@ -93,7 +94,7 @@ def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0, cost: d
                               f"the cheapest costs {cheapest:.1f} ms per update")
         within = f" within {budget:g} ms per update" if budget is not None else ""
         return list(best), partition_score(affinity, best), (
-            f"exact search over every partition of {n} games into <= {max_groups} groups{within}")
+            f"exact search over every partition of {n} game{'s' * (n != 1)} into <= {max_groups} groups{within}")
     return _local_search(affinity, max_groups, seed) + (
         f"heuristic ({n} > {EXACT_MAX_GAMES} games): greedy merging, then single-game moves and swaps "
         f"until no move improves, best of 20 restarts",)

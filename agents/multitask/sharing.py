@@ -17,6 +17,7 @@ and, if it has parameters of its own, a part of MultiHeadQNetwork (core/network.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -58,6 +59,11 @@ def groups_string(groups: list[list[str]]) -> str:
 def parse_groups(spec: str, games: list[str]) -> list[int]:
     """Group index per game from 'a,b;c,d' or a file holding that (comment lines start with #)."""
     text = spec
+    names = [g.strip() for g in re.split(r"[,;]", spec) if g.strip()]
+    if not Path(spec).is_file() and not set(names) & set(games) and (  # a path, not groups (MinAtar ids have a /)
+            "/" in spec or spec.endswith((".txt", ".yaml", ".yml", ".csv")) or Path(spec).is_dir()):
+        raise GroupsError(f"--groups file {spec!r} does not exist (give a file from `mtdqn group`, or groups "
+                          "such as 'pong,breakout;qbert,frostbite')")
     if Path(spec).is_file():
         lines = [line.strip() for line in Path(spec).read_text().splitlines()]
         text = ";".join(line for line in lines if line and not line.startswith("#"))

@@ -116,22 +116,8 @@ def write_csvs(folder: Path, gates: dict[str, np.ndarray], games: list[str]) -> 
 
 
 def heatmap(overlap: np.ndarray, games: list[str], title: str):
-    """The overlap matrix as a labelled heatmap, 0 (nothing shared) to 1 (the same channels)."""
-    import matplotlib
+    """The overlap matrix as a labelled heatmap, 0 (nothing shared) to 1 (the same channels), every cell's
+    text in the colour its cell needs (`mtdqn sharing` draws the same figure)."""
+    from mtdqn.agents.multitask.conflict import heatmap as labelled
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(4.0, 0.5 * len(games) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(overlap, cmap="viridis", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(games)), games, rotation=60, ha="right")
-    ax.set_yticks(range(len(games)), games)
-    if len(games) <= 12:
-        for i in range(len(games)):
-            for j in range(len(games)):
-                ax.text(j, i, f"{overlap[i, j]:.2f}", ha="center", va="center", fontsize=8, color="w")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    return fig
+    return labelled(overlap, games, title, cmap="viridis", limits=(0.0, 1.0), diagonal=True, fmt="{:.2f}", axes=None)

@@ -71,13 +71,21 @@ def report_path(path: str) -> tuple[Path, bool]:
         return _newest(p.glob("*/eval.json")), False  # `mtdqn evaluate`'s folder of one checkpoint's evaluations
     if p.is_dir():
         periodic = [f for f in (p / "evals").glob("frames_*/eval.json") if f.parent.name[7:].isdigit()]
-        evaluated = [*(p / "evals").glob("*-evaluate/eval.json"), *(p / "evals").glob("*-evaluate/*/eval.json")]
+        evaluated = [f for f in (*(p / "evals").glob("*-evaluate/eval.json"), *(p / "evals").glob("*-evaluate/*/eval.json"))
+                     if not f.parent.name.startswith(".")]  # an evaluation still being written (.OUT.partial)
         if not periodic + evaluated:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")
-        # the most trained agent; at equal frames the evaluation of the most games (a one-game `evaluate
-        # --games X` must not stand for the run), then a deliberate `mtdqn evaluate` (e.g. --episodes 30)
-        # over the run's own periodic one, the newest if several
-        found = max(periodic + evaluated, key=lambda f: (*_frames_and_games(f), f in evaluated, f.stat().st_mtime))
+        # a one-game `evaluate --games X` must not stand for the run, whatever its frames: the run's games from
+        # its config.yaml, else the most any of its evaluations covers
+        games = run_games(p) or max((_games_of(f) or [] for f in periodic + evaluated), key=len)
+        whole = [f for f in periodic + evaluated if _games_of(f) == games]
+        if not whole:
+            raise CompareError(f"{path!r} has no evaluation of all its {len(games)} game{'s' * (len(games) != 1)} "
+                               f"({','.join(games)}), only "
+                               f"of some: run mtdqn evaluate {path}")
+        # the most trained agent, then a deliberate `mtdqn evaluate` (e.g. --episodes 30) over the run's own
+        # periodic one, the newest if several
+        found = max(whole, key=lambda f: (_frames_and_games(f)[0], f in evaluated, f.stat().st_mtime))
         return found, bool(periodic)
     if not p.is_file():
         raise CompareError(f"{path!r} is neither a run folder nor an eval.json")
@@ -128,6 +136,25 @@ def _frames_and_games(report: Path) -> tuple[int, int]:
         return max(r.get("frames") or 0 for r in games), len(games)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
         return 0, 0
+
+
+def run_games(run: Path) -> list[str] | None:
+    """The games a run folder trains, from its config.yaml (None if it has none it can read)."""
+    import yaml
+
+    from mtdqn.envs import GameError, resolve_games
+
+    try:
+        return sorted(resolve_games(yaml.safe_load((run / "config.yaml").read_text())["suite"]))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, GameError):
+        return None
+
+
+def _games_of(report: Path) -> list[str] | None:
+    try:
+        return sorted(r["game"] for r in json.loads(report.read_text())["games"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return None
 
 
 def _newest(reports) -> Path | None:

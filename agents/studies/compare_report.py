@@ -110,7 +110,7 @@ def plot_bars(result: dict, path: Path) -> None:
     for k, l in enumerate(labels):
         x = np.arange(len(games)) + (k - (len(labels) - 1) / 2) * width
         ax.bar(x, [row["hns"][l] for row in result["games"]], width,
-               label=f"{l} ({result['labels'][l]['runs']} runs)", color=f"C{k}", alpha=0.7)
+               label=f"{l} ({runs_of(result, l)})", color=f"C{k}", alpha=0.7)
         std = [row["std"][l] for row in result["games"]]
         if all(s is not None for s in std):
             ax.errorbar(x, [row["hns"][l] for row in result["games"]], yerr=std, fmt="none", color="black",
@@ -128,7 +128,7 @@ def plot_profiles(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, l in enumerate(result["labels"]):
         profile = result["profiles"][l]
-        ax.plot(taus, profile["value"], color=f"C{k}", label=f"{l} ({result['labels'][l]['runs']} runs)")
+        ax.plot(taus, profile["value"], color=f"C{k}", label=f"{l} ({runs_of(result, l)})")
         if profile["interval"] is not None:
             ax.fill_between(taus, *profile["interval"], color=f"C{k}", alpha=0.2)
     ax.set_ylim(0, 1.02)
@@ -147,7 +147,7 @@ def plot_iqm_curves(result: dict, path: Path) -> Path:
             continue
         x = [p["frames"] for p in curve]
         ax.plot(x, [p["value"] for p in curve], marker="o", markersize=3, color=f"C{k}",
-                label=f"{l} ({result['labels'][l]['runs']} runs)")
+                label=f"{l} ({runs_of(result, l)})")
         if curve[0]["ci_low"] is not None:
             ax.fill_between(x, [p["ci_low"] for p in curve], [p["ci_high"] for p in curve], color=f"C{k}", alpha=0.2)
     ax.axhline(result["aggregates"][ref]["iqm"]["value"], color="black", linestyle="--", linewidth=1.5,
@@ -168,3 +168,9 @@ def _finish(plt, fig, ax, path: Path, title: str, xlabel: str | None, ylabel: st
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def runs_of(result: dict, label: str) -> str:
+    """'1 run' / '3 runs': a label's run count as the figures' legends print it."""
+    n = result["labels"][label]["runs"]
+    return f"{n} run{'s' * (n != 1)}"

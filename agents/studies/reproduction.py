@@ -104,7 +104,7 @@ def markdown(result: dict) -> str:
                      + f"{', '.join('yes' if i else 'no' for i in r['inside'])} |")
     lines += ["", f"{result['inside']} of {result['run_games']} run-games inside {agent}'s published [p25, p75] "
               f"(an agent as good as {agent} lands inside half the time).", "",
-              f"IQM of HNS over {k} run{'s' * (k > 1)} x {len(result['games'])} games (rliable): "
+              f"IQM of HNS over {k} run{'s' * (k > 1)} x {len(result['games'])} game{'s' * (len(result['games']) != 1)} (rliable): "
               f"{format_estimate(result['iqm'])}.", "",
               f"The published agents' IQM over {k} run{'s' * (k > 1)} per game drawn from their 100 "
               f"({result['draws']:,} draws), and where ours sits among them:", "",
@@ -116,8 +116,9 @@ def markdown(result: dict) -> str:
 
 
 def curves(games: dict[str, list[dict]]) -> dict[str, list[list[tuple[int, float]]]]:
-    """Per game and run, (agent steps, mean raw score) of the run's periodic evaluations, then the evaluation
-    that the table uses when it is not one of them."""
+    """Per game and run, (frames per game, mean raw score) of the run's periodic evaluations, then the evaluation
+    that the table uses when it is not one of them. Frames per game, as in every other figure and in the
+    evaluation folders' names (an agent step is FRAMESKIP frames)."""
     out: dict[str, list[list[tuple[int, float]]]] = {}
     for game, record in ((g, r) for g, rs in games.items() for r in rs):
         points = {}
@@ -125,16 +126,32 @@ def curves(games: dict[str, list[dict]]) -> dict[str, list[list[tuple[int, float
             frames = path.parent.name[len("frames_"):]
             rows = [r for r in json.loads(path.read_text())["games"] if r["game"] == game] if frames.isdigit() else []
             if rows:
-                points[int(frames) // FRAMESKIP] = rows[0]["raw_mean"]
+                points[int(frames)] = rows[0]["raw_mean"]
         if record.get("frames"):
-            points[record["frames"] // FRAMESKIP] = record["raw_mean"]
+            points[record["frames"]] = record["raw_mean"]
         out.setdefault(game, []).append(sorted(points.items()))
     return out
 
 
+def thousands(frames: float, _position=None) -> str:
+    """A frames tick as '400k' ('0' at 0): shorter than '400000' and than a '1e5' offset label."""
+    return f"{frames / 1000:g}k" if frames else "0"
+
+
 def plot(result: dict, games: dict[str, list[dict]], path: Path) -> Path:
-    """One panel per game: each run's learning curve in raw score against agent steps, and the published
-    runs' [p25, p75] and median at 100k steps, so a reader sees where each run ended against their spread."""
+    """published.png: `figure` written to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(result, games)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure(result: dict, games: dict[str, list[dict]]):
+    """One panel per game: each run's learning curve in raw score against frames per game, and the published
+    runs' [p25, p75] and median at their budget, 400k frames (100k agent steps at frame skip FRAMESKIP), so a
+    reader sees where each run ended against their spread on the x axis every other figure uses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,20 +163,18 @@ def plot(result: dict, games: dict[str, list[dict]], path: Path) -> Path:
         for k, run in enumerate(lines[row["game"]]):
             x, y = zip(*run) if run else ((), ())
             ax.plot(x, y, marker="o", markersize=3, color="C0", alpha=0.8, label="mtdqn (a line per run)" if k == 0 else None)
-        end = BUDGET_FRAMES // FRAMESKIP
+        end = BUDGET_FRAMES
         ax.fill_between([0.96 * end, 1.04 * end], row["p25"], row["p75"], color="C1", alpha=0.35,
                         label=f"{agent} p25-p75")
         ax.plot([0.96 * end, 1.04 * end], [row["median"]] * 2, color="C1", linewidth=2, label=f"{agent} median")
         ax.set_xlim(0, 1.08 * end)
         ax.set_title(row["game"])
-        ax.set_xlabel("agent steps")
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
+        ax.set_xlabel(f"frames per game\n({thousands(end)} = {thousands(end // FRAMESKIP)} agent steps)")
+        ax.xaxis.set_major_formatter(thousands)
     axes[0][0].set_ylabel("score (evaluation mean)")
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write(result: dict, games: dict[str, list[dict]], out: Path) -> dict[str, Path]:

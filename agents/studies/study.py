@@ -35,6 +35,8 @@ from pathlib import Path
 import yaml
 
 from mtdqn.agents.training.config import TrainConfig
+from mtdqn.agents.training.run_folder import LOCK
+from mtdqn.envs import PROTOCOLS, resolve_games
 
 KEYS = ("name", "description", "suite", "seeds", "common", "variants", "baseline", "out", "track")
 RESERVED = ("baseline", "report", "logs")  # folders of OUT that a variant may not be named
@@ -215,8 +217,6 @@ def plan(study: Study, resolve, host: dict | None = None) -> list[Run]:
     """Every run of the study, each resolved by `resolve(flags) -> config` (the train parser: it raises on an
     option value no run could use); `host`: options of the machine's share (threads), not of what is learned.
     Variants first (suite by suite), then the baseline's single-game runs."""
-    from mtdqn.envs import resolve_games
-
     runs = []
     for suite in study.suites:
         for variant, options in study.variants.items():
@@ -262,7 +262,7 @@ def check_folder(run: Run) -> None:
     """A run folder must be empty, absent, or a run of this configuration (its budget may be lower)."""
     saved_path = run.folder / "config.yaml"
     if not saved_path.is_file():
-        if run.folder.exists() and (not run.folder.is_dir() or any(run.folder.iterdir())) \
+        if run.folder.exists() and (not run.folder.is_dir() or any(p.name != LOCK for p in run.folder.iterdir())) \
                 and not final_evaluation(run.folder, run.budget):
             raise StudyError(f"{run.folder} holds something that is not a run (no config.yaml): move it away, "
                              "the study trains its run there")
@@ -274,6 +274,7 @@ def check_folder(run: Run) -> None:
     if saved.get("frames_per_game", 0) > run.budget:
         raise StudyError(f"{run.folder} was trained for {saved['frames_per_game']:,} frames per game, more than "
                          f"the study's {run.budget:,}: move it away or raise frames-per-game")
+    as_recorded_now(saved, run.config)
     differ = [k for k in run.config if k in saved and k not in UNCOMPARED and not k.startswith("wandb_")
               and saved[k] != run.config[k]]
     if differ:
@@ -281,6 +282,22 @@ def check_folder(run: Run) -> None:
         raise StudyError(f"{run.folder} holds a run of another configuration ({k} {saved[k]!r}, the study says "
                          f"{run.config[k]!r}{f' and {len(differ) - 1} more' if len(differ) > 1 else ''}): "
                          "move it away, or give the study another out")
+
+
+def as_recorded_now(saved: dict, config: dict) -> None:
+    """An older run's config.yaml as train records it since: a protocol's life-loss terminals as
+    life_loss_terminal: true, and groups as themselves rather than a file's path (when they are the same)."""
+    from mtdqn.agents.multitask.sharing import GroupsError, parse_groups
+
+    if (PROTOCOLS.get(saved.get("protocol")) or PROTOCOLS["machado"]).life_loss_terminal:
+        saved["life_loss_terminal"] = True
+    if saved.get("groups") and config.get("groups") and saved["groups"] != config["groups"]:
+        games = resolve_games(config["suite"])
+        try:
+            if parse_groups(saved["groups"], games) == parse_groups(config["groups"], games):
+                saved["groups"] = config["groups"]
+        except GroupsError:
+            pass  # a file gone since: reported as a difference
 
 
 def train_command(run: Run, resume: bool, progress_interval: float = 30.0) -> list[str]:
@@ -308,7 +325,6 @@ def write_report(study: Study, runs: list[Run], wall_s, command: str) -> dict[st
     command that re-runs the study. `wall_s(run)`: seconds the study spent on it, None if unknown."""
     from mtdqn.agents.studies.compare import CompareError, compare, load
     from mtdqn.agents.studies.compare_report import markdown, write
-    from mtdqn.envs import resolve_games
 
     folder = study.out / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -343,7 +359,8 @@ def write_report(study: Study, runs: list[Run], wall_s, command: str) -> dict[st
                     f"{'-' if frames is None else f'{frames:,}'} | {'-' if wall is None else f'{wall / 60:.1f} min'} | "
                     f"{r.folder} |")
     text = "\n".join([f"# Study {study.name}", "", *([study.description, ""] if study.description else []),
-                      f"{len(runs)} runs: suites {', '.join(study.suites)}; variants {', '.join(study.variants)}"
+                      f"{len(runs)} run{'s' * (len(runs) != 1)}: suites {', '.join(study.suites)}; "
+                      f"variants {', '.join(study.variants)}"
                       f"{'; a single-game baseline per game' if study.baseline is not None else ''}; seeds "
                       f"{', '.join(map(str, study.seeds))}. Re-run (finished runs are skipped):", "",
                       f"    {command}", "", *sections, "## Runs", "", *rows,

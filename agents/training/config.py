@@ -189,6 +189,10 @@ class TrainConfig:
     variant:shared,seed:1 (mtdqn study tags every run with its study, variant and seed)."""
     wandb_group: str | None = None
     """W&B group, e.g. to gather seeds of one experiment."""
+    wandb_checkpoints: bool = False
+    """With --track, also upload every checkpoint as a W&B model artifact. Off by default: checkpoints are
+    tens to hundreds of MB each. The artifact references the file where it lies (no copy under ~/.local),
+    so keep the checkpoints (--keep-checkpoints 0) until an offline run is synced."""
     preset: str | None = None
     """Named configuration shipped with mtdqn (agents/presets/NAME.yaml), e.g. data-efficient;
     --config and flags override it option by option."""
@@ -246,6 +250,15 @@ def from_yaml(path: str) -> dict:
     import yaml
 
     file = Path(path)
+    if file.is_dir():  # "does not exist" would send the user looking for a missing path
+        saved, hint = file / "config.yaml", "e.g. a run's config.yaml"
+        if saved.is_file():
+            try:  # pointed at only if it is one --config takes (a run made with --preset records its name)
+                from_yaml(str(saved))
+                hint = f"give --config {saved} for the options of the run in it"
+            except ConfigError:
+                pass
+        raise ConfigError(f"config file {path!r} is a folder: --config takes a YAML file of option: value; {hint}")
     if not file.is_file():
         raise ConfigError(f"config file {path!r} does not exist")
     try:
@@ -259,6 +272,8 @@ def from_yaml(path: str) -> dict:
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        if name in ("config", "preset") and value is None:  # a run's config.yaml records them; unset: nothing to do
+            continue
         if name not in names or name in ("config", "preset"):
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

@@ -1,58 +1,115 @@
-"""What a run says while it trains: progress lines for runs whose output goes to a file, and the
-per-game metrics gathered between two logs."""
+"""What a run says while it trains: the terminal's bar, progress lines for runs whose output goes to a
+file, the line that ends a run, and the per-game metrics gathered between two logs.
+
+Everything counts frames per game (the slowest game's) against the frames-per-game budget, as the
+config does. The ETA comes from the recent rate only: the warm-up before learning starts steps several
+times faster than learning does, and a whole-run average once said 7 s for a run that took minutes.
+"""
 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mtdqn.envs import hns
+from mtdqn.agents.core.episode_log import say
+
+ETA_WINDOW = 10  # progress lines the ETA's rate spans: ten minutes at the default 60 s interval
 
 
 class Progress:
     """One line on stderr every `interval` seconds of wall clock, for runs whose output goes to a file
     (tqdm's bar is off there): frames per game done / budget, agent steps/s, updates, epsilon, the
-    latest return per game, ETA. `interval` None: no lines."""
+    latest return per game, ETA. `interval` None: no such lines. Whatever the interval, the run's last
+    call (`force`) also prints `summary_line`: its wall time and throughput, which nothing else keeps.
 
-    def __init__(self, trainer, interval: float | None):
-        self.trainer, self.interval = trainer, interval
-        self.start = self.last = time.perf_counter()
+    The ETA's rate spans the last `window` lines, back to no earlier than the first step after warm-up
+    (the trainer's `learning_starts`); until then the line says 'ETA ? (warm-up)'."""
+
+    def __init__(self, trainer, interval: float | None, clock: Callable[[], float] = time.perf_counter,
+                 window: int = ETA_WINDOW):
+        self.trainer, self.interval, self.clock = trainer, interval, clock
+        self.start = self.last = clock()
         self.start_frames = int(trainer.frames.min())
-        self.last_total = int(trainer.frames.sum())
+        self.start_total = self.last_total = int(trainer.frames.sum())
+        self.recent: deque[tuple[float, int]] = deque(maxlen=window + 1)  # (time, frames per game) since warm-up
 
     def maybe_print(self, recent_return: list[float], epsilon: np.ndarray, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.interval is None or not (force or now - self.last >= self.interval):
+        now, t = self.clock(), self.trainer
+        done = int(t.frames.min())
+        if not self.recent and done >= t.learning_starts:  # the first step that learns: the rate's origin
+            self.recent.append((now, done))
+        if force:
+            self.print_line(now, done, recent_return, epsilon)
+            say(summary_line(done - self.start_frames, (int(t.frames.sum()) - self.start_total) / t.protocol.frameskip,
+                             now - self.start))
+        elif self.interval is not None and now - self.last >= self.interval:
+            self.print_line(now, done, recent_return, epsilon)
+
+    def print_line(self, now: float, done: int, recent_return: list[float], epsilon: np.ndarray) -> None:
+        if self.interval is None:
             return
         t, total = self.trainer, int(self.trainer.frames.sum())
-        print(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / t.protocol.frameskip
-                            / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
-                            (int(t.frames.min()) - self.start_frames) / max(now - self.start, 1e-9)),
-              file=sys.stderr, flush=True)
+        if self.recent and now > self.recent[-1][0]:
+            self.recent.append((now, done))
+        rate = 0.0
+        if len(self.recent) > 1:
+            (t0, f0), (t1, f1) = self.recent[0], self.recent[-1]
+            rate = (f1 - f0) / (t1 - t0)
+        say(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / t.protocol.frameskip
+                          / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return, rate,
+                          warming_up=done < t.learning_starts))
         self.last, self.last_total = now, total
 
 
 def progress_line(games: list[str], frames: np.ndarray, budget: int, steps_per_s: float, updates: int,
-                  epsilon: np.ndarray, recent_return: list[float], frames_per_s: float) -> str:
+                  epsilon: np.ndarray, recent_return: list[float], frames_per_s: float,
+                  warming_up: bool = False) -> str:
     """'progress: 1,200/2,000 frames per game (60%), 95 agent steps/s, 150 updates, epsilon 0.52,
-    return pong -21.0 breakout -, ETA 0:00:12' (frames per game: the slowest game's)."""
+    return pong -21.0 breakout -, ETA 0:00:12' (frames per game: the slowest game's; `frames_per_s`:
+    the recent rate the ETA assumes, 0 if none is known yet)."""
     done = int(frames.min())
     eps = "/".join(dict.fromkeys(f"{e:.3g}" for e in epsilon))
     returns = " ".join(f"{g} {'-' if math.isnan(r) else f'{r:g}'}" for g, r in zip(games, recent_return))
     left = max(budget - done, 0)
-    eta = "0:00:00" if not left else "?" if frames_per_s <= 0 else clock(left / frames_per_s)
+    eta = ("0:00:00" if not left else "? (warm-up)" if warming_up else "?" if frames_per_s <= 0
+           else clock(left / frames_per_s))
     return (f"progress: {done:,}/{budget:,} frames per game ({100 * min(done / budget, 1):.0f}%), "
-            f"{steps_per_s:,.0f} agent steps/s, {updates:,} updates, epsilon {eps}, return {returns}, ETA {eta}")
+            f"{steps_per_s:,.0f} agent steps/s, {updates:,} update{'s' * (updates != 1)}, epsilon {eps}, return {returns}, ETA {eta}")
+
+
+def summary_line(frames_per_game: int, agent_steps: float, seconds: float) -> str:
+    """'trained 1,600 frames per game in 0:00:12 wall time (12.3 s): 130 frames per game/s, 65 agent steps/s'
+    (this session's frames, warm-up and periodic evaluations included; agent steps: all games')."""
+    s = max(seconds, 1e-9)
+    return (f"trained {frames_per_game:,} frames per game in {clock(seconds)} wall time ({seconds:.1f} s): "
+            f"{frames_per_game / s:,.0f} frames per game/s, {agent_steps / s:,.0f} agent steps/s")
 
 
 def clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class FrameBar(tqdm):
+    """The terminal's bar in frames per game (the slowest game's) of the frames-per-game budget, as the
+    progress lines and the config count them; `advance_to` moves it to the trainer's frames. `enabled`
+    False: no bar; otherwise tqdm's choice (none when stderr is not a terminal)."""
+
+    def __init__(self, frames: np.ndarray, budget: int, enabled: bool = True, **kwargs):
+        kwargs.setdefault("disable", None if enabled else True)
+        kwargs.setdefault("desc", f"frames per game ({len(frames)} game{'s' if len(frames) != 1 else ''})")
+        super().__init__(total=budget, initial=int(frames.min()), unit="frame", unit_scale=True, dynamic_ncols=True,
+                         **kwargs)
+
+    def advance_to(self, frames: np.ndarray) -> None:
+        self.update(int(frames.min()) - self.n)
 
 
 PENALTIES = ("soft_penalty", "gate_sparsity", "gate_sharing")  # structure costs the learner reports

@@ -21,7 +21,9 @@ import torch
 from tqdm import tqdm
 
 from mtdqn.agents.core import checkpoint
+from mtdqn.agents.training.run_folder import set_aside_later_evals
 from mtdqn.agents.core.actor import Actor, ActorStep, linear_epsilon
+from mtdqn.agents.core.episode_log import EvaluationInterrupted
 from mtdqn.agents.core.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
                                           write_report)
 from mtdqn.agents.core.learner import NonFiniteError
@@ -32,7 +34,7 @@ from mtdqn.agents.multitask import conflict, structure
 from mtdqn.agents.training.build import auto_env_threads, build_learner, library_versions
 from mtdqn.agents.training.config import TrainConfig
 from mtdqn.agents.training.loop import Loop, catch_signals, next_multiple
-from mtdqn.agents.training.progress import MetricWindow, Progress
+from mtdqn.agents.training.progress import FrameBar, MetricWindow, Progress
 from mtdqn.envs import PROTOCOLS, resolve_games
 from mtdqn.envs.protocol import default_protocol, frame_layout
 
@@ -73,14 +75,19 @@ class Trainer:
         self.update_credit = 0.0
         self.skipped_batches = 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
+        # frames per game the epsilon schedule does not count: refills after resumes without replay, when
+        # the agent does not learn (the earlier ones' total, and where the latest began)
+        self.epsilon_paused, self.refill_from = 0, None
+        self.eval_owed: int | None = None  # a periodic evaluation a signal stopped, at these frames per game
         self.stop_signal: str | None = None
         # brings self.learner up to date before it is read (a seed batch trains stacked copies of its weights)
         self.sync_learner: Callable[[], None] = lambda: None
         if state:
             self.restore(state)
-        else:  # a run restarted from nothing keeps no stale rows
+        else:  # a run restarted from nothing keeps no stale rows or evaluations
             self.tracker.truncate_after(0)
             conflict.truncate_csv(self.run_dir / "conflict.csv", 0)
+            set_aside_later_evals(self.run_dir, 0)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -109,13 +116,16 @@ class Trainer:
         next_log, next_eval, next_ckpt = (next_multiple(self.frames.min(), i or budget)
                                           for i in (cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval))
         full_replay = self.replay.bytes_per_transition * cfg.replay_size * G / 2**30
-        tqdm.write(f"{G} games x {E} envs, actions {self.actor.action_counts}; replay "
-                   f"{self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full", file=sys.stderr)
-        return Loop(next_log, next_eval, next_ckpt, MetricWindow(), [math.nan] * G, time.perf_counter(),
-                    time.perf_counter(), int(self.frames.sum()),
-                    tqdm(total=budget * G, initial=int(self.frames.sum()), unit="frame", unit_scale=True,
-                         dynamic_ncols=True, disable=None if bar else True, desc=f"{G} games"),
+        tqdm.write(f"{G} game{'s' * (G != 1)} x {E} env{'s' * (E != 1)} per game, actions {self.actor.action_counts}; "
+                   f"replay {self.replay.bytes_per_transition:,} B/transition, {full_replay:.1f} GiB when full",
+                   file=sys.stderr)
+        loop = Loop(next_log, next_eval, next_ckpt, MetricWindow(), [math.nan] * G, time.perf_counter(),
+                    time.perf_counter(), int(self.frames.sum()), FrameBar(self.frames, budget, enabled=bar),
                     Progress(self, self.progress_interval), catch_signals(self.stop) if signals else (lambda: None))
+        if self.eval_owed is not None and self.frames.min() < budget:  # stopped by a signal: this agent's, first
+            owed, self.eval_owed = self.eval_owed, None
+            self.evaluate(owed)
+        return loop
 
     def record(self, loop: Loop, step: ActorStep, updates: list[dict], epsilon: np.ndarray) -> None:
         """After a step: its episodes and updates into the window; logs, evaluations and checkpoints due."""
@@ -126,7 +136,7 @@ class Trainer:
             self.episodes[g] += 1
             loop.window.add_episode(g, ret, length)
             loop.recent_return[g] = ret
-        loop.bar.update(int(step.frames.sum()))
+        loop.bar.advance_to(self.frames)
         loop.progress.maybe_print(loop.recent_return, epsilon)
         done_frames = int(self.frames.min())
         if done_frames >= loop.next_log or done_frames >= budget:
@@ -164,7 +174,7 @@ class Trainer:
         self.tracker.log({"perf/wall_time_s": time.perf_counter() - loop.start}, int(self.frames.min()))
         report = self.evaluate(int(self.frames.min()))
         self.actor.close()
-        return {"checkpoint": str(path), "report": report, "interrupted": None}
+        return {"checkpoint": str(path), "report": report, "interrupted": self.stop_signal if report is None else None}
 
     def make_actor(self, env_threads: int) -> Actor:
         """Where transitions come from: every game's envs in this process, seeded from the emulator
@@ -174,10 +184,19 @@ class Trainer:
                      emulator=self.streams.emulator, exploration=self.streams.exploration)
 
     def epsilon(self) -> np.ndarray:
-        """Per-game epsilon: epsilon_start until learning starts, then linear decay (Dopamine's schedule)."""
+        """Per-game epsilon: epsilon_start until learning starts, then linear decay (Dopamine's schedule);
+        it holds still while a resumed run refills its replay, since the agent does not learn then either."""
         cfg = self.cfg
-        return linear_epsilon(self.frames - cfg.learning_starts, cfg.epsilon_start, cfg.epsilon_end,
-                              cfg.epsilon_decay_frames)
+        return linear_epsilon(self.frames - cfg.learning_starts - self.epsilon_paused - self.refilled(self.frames),
+                              cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_frames)
+
+    def refilled(self, frames: np.ndarray) -> np.ndarray:
+        """Frames of the latest refill the schedule does not count: those past where its decay would have
+        run (a refill within the first warm-up pauses nothing, epsilon is at its start there anyway)."""
+        if self.refill_from is None:
+            return np.zeros_like(frames)
+        start = max(self.refill_from, self.cfg.learning_starts + self.epsilon_paused)
+        return np.clip(frames - start, 0, max(self.refill_from + self.cfg.learning_starts - start, 0))
 
     def step(self, epsilon: np.ndarray, phases: dict[str, float] | None = None) -> tuple[ActorStep, list[dict]]:
         """One vector step of every game: act, learn what is owed while the emulators step, store.
@@ -293,12 +312,19 @@ class Trainer:
                 frames)
 
     # -- evaluation and checkpoints ---------------------------------------------------------------
-    def evaluate(self, frames_per_game: int) -> dict:
+    def evaluate(self, frames_per_game: int) -> dict | None:
+        """None if a signal stopped it (nothing of it written): the loop then checkpoints and stops."""
         cfg = self.cfg
         self.sync_learner()
-        returns = run_episodes(self.learner.online, self.games, list(range(len(self.games))), self.protocol,
-                               cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device,
-                               progress=self.progress_interval is not None)
+        try:
+            returns = run_episodes(self.learner.online, self.games, list(range(len(self.games))), self.protocol,
+                                   cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device,
+                                   progress=self.progress_interval is not None,
+                                   progress_interval=self.progress_interval or 30.0,
+                                   stop=lambda: self.stop_signal is not None)
+        except EvaluationInterrupted:  # owed: the resumed run evaluates this agent before training on
+            self.eval_owed = frames_per_game
+            return None
         report = summarize(returns, protocol=self.protocol, epsilon=cfg.eval_epsilon,
                            frames=dict(zip(self.games, map(int, self.frames))),
                            source=f"{self.run_dir} at {frames_per_game} frames per game")
@@ -320,7 +346,8 @@ class Trainer:
             "protocol": self.protocol.to_dict(), "learner": self.learner.state_dict(),
             "frames": [int(f) for f in self.frames], "episodes": [int(e) for e in self.episodes],
             "update_credit": float(self.update_credit), "skipped_batches": self.skipped_batches,
-            "learning_starts": int(self.learning_starts),
+            "learning_starts": int(self.learning_starts), "epsilon_paused": int(self.epsilon_paused),
+            "refill_from": self.refill_from, "eval_owed": self.eval_owed,
             "rng": self.streams.state_dict() | {"torch": torch.get_rng_state()} | (
                 {"cuda": torch.cuda.get_rng_state_all()} if self.learner.device.type == "cuda" else {}),
             "wandb_run_id": self.tracker.run_id, "wandb": self.tracker.segment(), "versions": library_versions(),
@@ -339,12 +366,17 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         frames = int(self.frames.min())
         replay_file = self.run_dir / "checkpoints" / f"frames_{frames:09d}.replay.npz"
+        self.epsilon_paused, self.refill_from = state.get("epsilon_paused", 0), state.get("refill_from")
+        self.eval_owed = state.get("eval_owed")
         if replay_file.is_file() and self._load_replay(replay_file):
             self.learning_starts = state["learning_starts"]
         else:  # refill before learning again, rather than overfit a near-empty buffer
             self.learning_starts = frames + self.cfg.learning_starts
+            self.epsilon_paused += int(self.refilled(np.array(frames)))
+            self.refill_from = frames
         self.tracker.truncate_after(frames)
         conflict.truncate_csv(self.run_dir / "conflict.csv", frames)
+        set_aside_later_evals(self.run_dir, frames)
 
     def _load_streams(self, state: dict) -> None:
         """Every saved stream's state; one written before a stream existed leaves it at its seed's start."""
@@ -372,5 +404,6 @@ class Trainer:
         path = checkpoint.save(self.state(), folder / f"frames_{frames:09d}.pt")
         checkpoint.prune(self.run_dir, self.cfg.keep_checkpoints)
         tqdm.write(f"checkpoint: {path}", file=sys.stderr)
-        self.tracker.log_checkpoint(path, frames)
+        if self.cfg.wandb_checkpoints:
+            self.tracker.log_checkpoint(path, frames)
         return path

@@ -12,11 +12,11 @@ step and records its logs, evaluations and checkpoints. A seed that reaches its 
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
 
 from mtdqn.agents.core.learner import NonFiniteError
 from mtdqn.agents.core.seeds import SeedBatch
 from mtdqn.agents.training.loop import Loop, catch_signals
+from mtdqn.agents.training.progress import FrameBar
 from mtdqn.agents.training.runner import Trainer
 
 
@@ -35,17 +35,15 @@ class SeedBatchTrainer:
         trainers = self.trainers
         loops = [t.start_loop(signals=False, bar=False) for t in trainers]
         restore = catch_signals(lambda name: [t.stop(name) for t in trainers])
-        total = sum(t.cfg.frames_per_game * len(t.games) for t in trainers)
-        bar = tqdm(total=total, initial=sum(int(t.frames.sum()) for t in trainers), unit="frame", unit_scale=True,
-                   dynamic_ncols=True, disable=None, desc=f"{len(trainers)} seeds")
+        frames = lambda: np.concatenate([t.frames for t in trainers])  # noqa: E731  the slowest seed's slowest game
+        bar = FrameBar(frames(), trainers[0].cfg.frames_per_game, desc=f"frames per game ({len(trainers)} seeds)")
         results: list[dict | None] = [None] * len(trainers)
         try:
             while any(r is None for r in results):
                 active = [i for i, t in enumerate(trainers) if results[i] is None and not t.done()]
                 if active:
-                    before = sum(int(t.frames.sum()) for t in trainers)
                     self.step(active, loops)
-                    bar.update(sum(int(t.frames.sum()) for t in trainers) - before)
+                    bar.advance_to(frames())
                 for i, t in enumerate(trainers):
                     if results[i] is None and t.done():
                         loops[i].close()

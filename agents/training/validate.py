@@ -34,6 +34,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if long:
         raise ConfigError(f"--wandb-tags {long[0].strip()!r} is {len(long[0].strip())} characters: W&B takes tags of "
                           f"at most 64")
+    if cfg.wandb_checkpoints and not cfg.track:
+        raise ConfigError("--wandb-checkpoints uploads checkpoints to W&B: add --track")
     check_family(cfg)
     check_life_loss(cfg)
     check_device(cfg.device)
@@ -81,11 +83,13 @@ def check_life_loss(cfg: TrainConfig) -> None:
         raise ConfigError(f"--life-loss-reset{f' (on in --preset {cfg.preset})' if preset else ''} needs life-loss "
                           f"terminals, which --protocol {cfg.protocol} has not: use --protocol atari100k or add "
                           "--life-loss-terminal" + (" or --no-life-loss-reset" if preset else ""))
+    if PROTOCOLS[cfg.protocol].life_loss_terminal:  # recorded as applied: config.yaml never reads as a contradiction
+        cfg.life_loss_terminal = True
 
 
 def check_multitask(cfg: TrainConfig) -> None:
     """Options that only make sense together, and groups/weights that name the suite's games."""
-    from mtdqn.agents.multitask.sharing import GroupsError, parse_groups
+    from mtdqn.agents.multitask.sharing import GroupsError, groups_string, parse_groups
     from mtdqn.envs import resolve_games
 
     if cfg.sharing == "grouped" and not cfg.groups:
@@ -100,9 +104,11 @@ def check_multitask(cfg: TrainConfig) -> None:
         games = resolve_games(cfg.suite)
         if cfg.groups:
             try:
-                parse_groups(cfg.groups, games)
+                group_of = parse_groups(cfg.groups, games)
             except GroupsError as e:
                 raise ConfigError(str(e)) from None
+            # recorded as the groups themselves, not a file's path: a resume from anywhere trains the same groups
+            cfg.groups = groups_string([[g for g, k in zip(games, group_of) if k == i] for i in sorted(set(group_of))])
         if cfg.task_weights:
             task_weights(cfg.task_weights, games)
 
