@@ -138,6 +138,9 @@ def check_one_game(game: str) -> None:
         raise UsageError(f"--game {game!r} {what}: mtdqn baseline trains one game per run; give one, e.g. "
                          f"--game {games[0] if games else 'pong'} (a run per game; mtdqn compare joins them with +)")
     check_game(game)
+    if game.startswith("minatar/"):  # SB3's Atari wrappers need ALE's colour frames and autoreset
+        raise UsageError(f"--game {game!r} is a MinAtar game: mtdqn baseline trains SB3's DQN on ALE games only; "
+                         f"for MinAtar, mtdqn train --suite {game} --preset minatar-dqn is the DQN baseline")
 
 
 RUN_FILES = ("config.yaml", "command.txt", "metrics.jsonl", "sb3_model.zip", "checkpoints", "evals", "wandb")

@@ -170,6 +170,9 @@ def check_out(run_dir: Path, force: bool) -> None:
     such as runs/ itself."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder")
+    blocked = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"--out {str(run_dir)!r} lies under {str(blocked)!r}, which is a file, not a folder")
     if (run_dir / "config.yaml").exists():
         if not force:
             raise UsageError(f"--out {str(run_dir)!r} already holds a run: choose another --out, "

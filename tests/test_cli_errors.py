@@ -83,6 +83,9 @@ def test_config_given_a_folder_says_it_is_a_folder(tmp_path):
     ("atari5", "--game 'atari5' is a suite of 5 games: mtdqn baseline trains one game per run; give one, "
                "e.g. --game battle_zone (a run per game; mtdqn compare joins them with +)"),
     ("pongg", "unknown game 'pongg': did you mean pong?"),
+    ("minatar/breakout", "--game 'minatar/breakout' is a MinAtar game: mtdqn baseline trains SB3's DQN on ALE games "
+                         "only; for MinAtar, mtdqn train --suite minatar/breakout --preset minatar-dqn is the DQN "
+                         "baseline"),
 ])
 def test_baseline_takes_one_game(tmp_path, game, message):
     assert error(mtdqn("baseline", "--game", game, "--out", tmp_path / "x", cwd=tmp_path, check=False)) == message

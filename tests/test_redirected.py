@@ -13,7 +13,7 @@ from mtdqn.agents.training.progress import progress_line
 from mtdqn.scripts.train import warn_if_cannot_learn
 from test_cli import mtdqn
 
-PROGRESS = re.compile(r"progress: [\d,]+/1,600 frames per game \(\d+%\), [\d,]+ agent steps/s, [\d,]+ updates, "
+PROGRESS = re.compile(r"progress: [\d,]+/1,600 frames per game \(\d+%\), [\d,]+ agent steps/s, [\d,]+ updates?, "
                       r"epsilon [\d.e-]+, return pong \S+ breakout \S+, ETA (\d+:\d\d:\d\d|\? \(warm-up\)|\?)")
 SUMMARY = re.compile(r"trained 1,600 frames per game in 0:\d\d:\d\d wall time \(\d+\.\d s\): [\d,]+ frames per game/s, "
                      r"[\d,]+ agent steps/s")
@@ -35,7 +35,7 @@ def test_a_redirected_run_prints_progress_lines_until_the_budget(redirected):
     assert len(lines) >= 2 and all(PROGRESS.fullmatch(l) for l in lines), lines
     assert lines[-1].startswith("progress: 1,600/1,600 frames per game (100%), ")
     assert lines[-1].endswith(", ETA 0:00:00")
-    updates = [int(re.search(r"([\d,]+) updates", l).group(1).replace(",", "")) for l in lines]
+    updates = [int(re.search(r"([\d,]+) updates?", l).group(1).replace(",", "")) for l in lines]
     assert updates == sorted(updates) and updates[-1] > 0
 
 

@@ -16,7 +16,7 @@ import yaml
 
 import wandb_records
 from mtdqn.agents.core import checkpoint
-from mtdqn.agents.studies.compare import load
+from mtdqn.agents.studies.compare import load, load_merged
 from mtdqn.agents.multitask.sharing import parse_groups
 from mtdqn.agents.studies.study import Run, check_folder
 from mtdqn.agents.training.run_folder import LOCK, holder, is_locked, set_aside_corrupt
@@ -146,6 +146,20 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_with_the_discarded_attempts_ev
     assert [min(checkpoint.load(p)["frames"]) for p in checkpoint.all_checkpoints(run)] == [400, 800, 1200]
     evaluated = load(str(run))
     assert set(evaluated.hns) == {"pong", "breakout"} and set(evaluated.frames.values()) == {1200}
+
+
+def test_a_study_runs_folder_named_a_plus_b_is_one_run_to_compare(two_checkpoints, tmp_path):
+    run = tmp_path / "pong+breakout"  # how `mtdqn study` names a multi-game suite's run folders
+    shutil.copytree(two_checkpoints, run)
+    assert sorted(load_merged(str(run)).hns) == ["breakout", "pong"]
+
+
+def test_an_out_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "mtdqn.scripts", "train", "--suite", "pong", "--out", "notes.txt/run"],
+                          cwd=tmp_path, capture_output=True, text=True, env=source_env(WANDB_MODE="disabled"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "mtdqn: error: --out 'notes.txt/run' lies under 'notes.txt', which is a file, not a folder"]
 
 
 def test_compare_never_lets_a_one_game_evaluation_stand_for_the_run(two_checkpoints, tmp_path):

@@ -105,13 +105,13 @@ def progress_callback(game: str, budget: int, learning_starts: int, tracker, log
                       progress_interval: float | None):
     """The SB3 callback that makes `mtdqn baseline` say what it does while it trains, in `mtdqn train`'s units
     (frames of the one game): a tqdm bar on a terminal; where stderr is a file (the bar is off there) a
-    progress line every `progress_interval` seconds, its ETA from the rate since learning began (the warm-up
-    steps several times faster); every `log_interval` frames a metrics row for the tracker (metrics.jsonl,
+    progress line every `progress_interval` seconds, its ETA from the recent rate (progress.RecentRate, as
+    `mtdqn train`); every `log_interval` frames a metrics row for the tracker (metrics.jsonl,
     and W&B with --track) under train's keys."""
     from stable_baselines3.common.callbacks import BaseCallback
     from tqdm import tqdm
 
-    from mtdqn.agents.training.progress import progress_line
+    from mtdqn.agents.training.progress import RecentRate, progress_line
     from mtdqn.envs import hns, reference_scores
 
     class Progress(BaseCallback):
@@ -120,7 +120,7 @@ def progress_callback(game: str, budget: int, learning_starts: int, tracker, log
             self.episodes, self.latest = EpisodeLog(), math.nan
             self.start = self.last_line = time.perf_counter()
             self.last_frames, self.next_log = 0, log_interval
-            self.learning: tuple[float, int] | None = None  # (time, frames) of the first step past the warm-up
+            self.rate = RecentRate()
 
         def _on_step(self) -> bool:
             self.episodes.collect(self.locals["infos"])
@@ -128,15 +128,14 @@ def progress_callback(game: str, budget: int, learning_starts: int, tracker, log
                 self.latest = self.episodes.returns[-1]
             frames, now = frames_of(self.model), time.perf_counter()
             self.bar.update(min(frames, budget) - self.bar.n)
-            if self.learning is None and frames >= learning_starts:
-                self.learning = (now, frames)
+            if frames >= learning_starts:
+                self.rate.begin(now, frames)
             if progress_interval is not None and now - self.last_line >= progress_interval:
                 steps_per_s = (frames - self.last_frames) / FRAMESKIP / max(now - self.last_line, 1e-9)
-                since, done = self.learning or (now, frames)
-                rate = (frames - done) / (now - since) if now > since else 0.0
+                self.rate.add(now, frames)
                 print(progress_line([game], np.array([frames]), budget, steps_per_s, self.model._n_updates,
-                                    np.array([self.epsilon()]), [self.latest], rate, warming_up=self.learning is None),
-                      file=sys.stderr, flush=True)
+                                    np.array([self.epsilon()]), [self.latest], self.rate.per_second(),
+                                    warming_up=frames < learning_starts), file=sys.stderr, flush=True)
                 self.last_line, self.last_frames = now, frames
             if frames >= self.next_log:
                 tracker.log(self.metrics(frames, now), frames)

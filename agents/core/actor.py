@@ -38,6 +38,16 @@ def linear_epsilon(frames: np.ndarray, start: float, end: float, decay_frames: f
     return start + fraction * (end - start)
 
 
+def refilled(frames: np.ndarray, refill_from: int | None, learning_starts: int, paused: int) -> np.ndarray:
+    """Frames of a resumed run's latest replay refill (begun at `refill_from`, `learning_starts` long) that the
+    epsilon schedule does not count, `paused` frames having gone uncounted before: those past where the decay
+    would have run (a refill within the first warm-up pauses nothing: epsilon is at its start there anyway)."""
+    if refill_from is None:
+        return np.zeros_like(frames)
+    start = max(refill_from, learning_starts + paused)
+    return np.clip(frames - start, 0, max(refill_from + learning_starts - start, 0))
+
+
 class Actor:
     """Owns one ale-py `AtariVectorEnv` per game and each env's episode bookkeeping.
 

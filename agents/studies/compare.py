@@ -47,7 +47,7 @@ class Evaluated:
 
 def load_merged(spec: str, label: str | None = None) -> Evaluated:
     """`load` for one path, or for several joined by '+' (e.g. single-game SB3 runs) taken as one run."""
-    if "+" not in spec:
+    if "+" not in spec or Path(spec).exists():  # a study names a multi-game run's folder a+b
         return load(spec, label)
     parts = [load(path) for path in spec.split("+")]
     merged = Evaluated(label or "+".join(p.label for p in parts), " + ".join(p.source for p in parts), {}, {})
@@ -71,7 +71,8 @@ def report_path(path: str) -> tuple[Path, bool]:
         return _newest(p.glob("*/eval.json")), False  # `mtdqn evaluate`'s folder of one checkpoint's evaluations
     if p.is_dir():
         periodic = [f for f in (p / "evals").glob("frames_*/eval.json") if f.parent.name[7:].isdigit()]
-        evaluated = [f for f in (*(p / "evals").glob("*-evaluate/eval.json"), *(p / "evals").glob("*-evaluate/*/eval.json"))
+        evaluated = [f for f in (*(p / "evals").glob("*-evaluate/eval.json"),
+                                 *(p / "evals").glob("*-evaluate/*/eval.json"))
                      if not f.parent.name.startswith(".")]  # an evaluation still being written (.OUT.partial)
         if not periodic + evaluated:
             raise CompareError(f"{path!r} has no evaluation yet (evals/*/eval.json): run mtdqn evaluate on it")

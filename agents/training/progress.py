@@ -23,6 +23,30 @@ from mtdqn.agents.core.episode_log import say
 ETA_WINDOW = 10  # progress lines the ETA's rate spans: ten minutes at the default 60 s interval
 
 
+class RecentRate:
+    """Frames per game per second over the last `window` progress lines, back to no earlier than the first
+    step that learns: the warm-up before it steps several times faster, and a whole-run average once
+    promised 7 s for a run that took minutes. `mtdqn train` and `mtdqn baseline` take their ETA from it."""
+
+    def __init__(self, window: int = ETA_WINDOW):
+        self.points: deque[tuple[float, int]] = deque(maxlen=window + 1)  # (time, frames per game)
+
+    def begin(self, now: float, frames: int) -> None:
+        """The first step that learns: the rate's origin (later calls do nothing)."""
+        if not self.points:
+            self.points.append((now, frames))
+
+    def add(self, now: float, frames: int) -> None:
+        if self.points and now > self.points[-1][0]:
+            self.points.append((now, frames))
+
+    def per_second(self) -> float:
+        if len(self.points) < 2:
+            return 0.0
+        (t0, f0), (t1, f1) = self.points[0], self.points[-1]
+        return (f1 - f0) / (t1 - t0)
+
+
 class Progress:
     """One line on stderr every `interval` seconds of wall clock, for runs whose output goes to a file
     (tqdm's bar is off there): frames per game done / budget, agent steps/s, updates, epsilon, the
@@ -38,13 +62,13 @@ class Progress:
         self.start = self.last = clock()
         self.start_frames = int(trainer.frames.min())
         self.start_total = self.last_total = int(trainer.frames.sum())
-        self.recent: deque[tuple[float, int]] = deque(maxlen=window + 1)  # (time, frames per game) since warm-up
+        self.rate = RecentRate(window)
 
     def maybe_print(self, recent_return: list[float], epsilon: np.ndarray, force: bool = False) -> None:
         now, t = self.clock(), self.trainer
         done = int(t.frames.min())
-        if not self.recent and done >= t.learning_starts:  # the first step that learns: the rate's origin
-            self.recent.append((now, done))
+        if done >= t.learning_starts:
+            self.rate.begin(now, done)
         if force:
             self.print_line(now, done, recent_return, epsilon)
             say(summary_line(done - self.start_frames, (int(t.frames.sum()) - self.start_total) / t.protocol.frameskip,
@@ -56,15 +80,10 @@ class Progress:
         if self.interval is None:
             return
         t, total = self.trainer, int(self.trainer.frames.sum())
-        if self.recent and now > self.recent[-1][0]:
-            self.recent.append((now, done))
-        rate = 0.0
-        if len(self.recent) > 1:
-            (t0, f0), (t1, f1) = self.recent[0], self.recent[-1]
-            rate = (f1 - f0) / (t1 - t0)
+        self.rate.add(now, done)
         say(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / t.protocol.frameskip
-                          / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return, rate,
-                          warming_up=done < t.learning_starts))
+                          / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
+                          self.rate.per_second(), warming_up=done < t.learning_starts))
         self.last, self.last_total = now, total
 
 
@@ -81,7 +100,8 @@ def progress_line(games: list[str], frames: np.ndarray, budget: int, steps_per_s
     eta = ("0:00:00" if not left else "? (warm-up)" if warming_up else "?" if frames_per_s <= 0
            else clock(left / frames_per_s))
     return (f"progress: {done:,}/{budget:,} frames per game ({100 * min(done / budget, 1):.0f}%), "
-            f"{steps_per_s:,.0f} agent steps/s, {updates:,} update{'s' * (updates != 1)}, epsilon {eps}, return {returns}, ETA {eta}")
+            f"{steps_per_s:,.0f} agent steps/s, {updates:,} update{'s' * (updates != 1)}, epsilon {eps}, "
+            f"return {returns}, ETA {eta}")
 
 
 def summary_line(frames_per_game: int, agent_steps: float, seconds: float) -> str:

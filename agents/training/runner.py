@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mtdqn.agents.core import checkpoint
 from mtdqn.agents.training.run_folder import set_aside_later_evals
-from mtdqn.agents.core.actor import Actor, ActorStep, linear_epsilon
+from mtdqn.agents.core.actor import Actor, ActorStep, linear_epsilon, refilled
 from mtdqn.agents.core.episode_log import EvaluationInterrupted
 from mtdqn.agents.core.evaluation import (learning_curves, plot_learning_curves, record_video, run_episodes, summarize,
                                           write_report)
@@ -75,10 +75,9 @@ class Trainer:
         self.update_credit = 0.0
         self.skipped_batches = 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
-        # frames per game the epsilon schedule does not count: refills after resumes without replay, when
-        # the agent does not learn (the earlier ones' total, and where the latest began)
-        self.epsilon_paused, self.refill_from = 0, None
-        self.eval_owed: int | None = None  # a periodic evaluation a signal stopped, at these frames per game
+        # epsilon's uncounted frames (earlier refills' total, where the latest began: actor.refilled); the frames
+        # per game of a periodic evaluation a signal stopped, owed by the resumed run
+        self.epsilon_paused, self.refill_from, self.eval_owed = 0, None, None
         self.stop_signal: str | None = None
         # brings self.learner up to date before it is read (a seed batch trains stacked copies of its weights)
         self.sync_learner: Callable[[], None] = lambda: None
@@ -186,17 +185,10 @@ class Trainer:
     def epsilon(self) -> np.ndarray:
         """Per-game epsilon: epsilon_start until learning starts, then linear decay (Dopamine's schedule);
         it holds still while a resumed run refills its replay, since the agent does not learn then either."""
-        cfg = self.cfg
-        return linear_epsilon(self.frames - cfg.learning_starts - self.epsilon_paused - self.refilled(self.frames),
-                              cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_frames)
-
-    def refilled(self, frames: np.ndarray) -> np.ndarray:
-        """Frames of the latest refill the schedule does not count: those past where its decay would have
-        run (a refill within the first warm-up pauses nothing, epsilon is at its start there anyway)."""
-        if self.refill_from is None:
-            return np.zeros_like(frames)
-        start = max(self.refill_from, self.cfg.learning_starts + self.epsilon_paused)
-        return np.clip(frames - start, 0, max(self.refill_from + self.cfg.learning_starts - start, 0))
+        cfg, paused = self.cfg, self.epsilon_paused
+        uncounted = paused + refilled(self.frames, self.refill_from, cfg.learning_starts, paused)
+        return linear_epsilon(self.frames - cfg.learning_starts - uncounted, cfg.epsilon_start, cfg.epsilon_end,
+                              cfg.epsilon_decay_frames)
 
     def step(self, epsilon: np.ndarray, phases: dict[str, float] | None = None) -> tuple[ActorStep, list[dict]]:
         """One vector step of every game: act, learn what is owed while the emulators step, store.
@@ -319,8 +311,7 @@ class Trainer:
         try:
             returns = run_episodes(self.learner.online, self.games, list(range(len(self.games))), self.protocol,
                                    cfg.eval_episodes, cfg.eval_epsilon, cfg.seed, cfg.device,
-                                   progress=self.progress_interval is not None,
-                                   progress_interval=self.progress_interval or 30.0,
+                                   progress=self.progress_interval is not None, progress_interval=self.progress_interval or 30,
                                    stop=lambda: self.stop_signal is not None)
         except EvaluationInterrupted:  # owed: the resumed run evaluates this agent before training on
             self.eval_owed = frames_per_game
@@ -366,13 +357,13 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         frames = int(self.frames.min())
         replay_file = self.run_dir / "checkpoints" / f"frames_{frames:09d}.replay.npz"
-        self.epsilon_paused, self.refill_from = state.get("epsilon_paused", 0), state.get("refill_from")
-        self.eval_owed = state.get("eval_owed")
+        paused, since, self.eval_owed = (state.get(k) for k in ("epsilon_paused", "refill_from", "eval_owed"))
+        self.epsilon_paused, self.refill_from, starts = paused or 0, since, self.cfg.learning_starts
         if replay_file.is_file() and self._load_replay(replay_file):
             self.learning_starts = state["learning_starts"]
-        else:  # refill before learning again, rather than overfit a near-empty buffer
-            self.learning_starts = frames + self.cfg.learning_starts
-            self.epsilon_paused += int(self.refilled(np.array(frames)))
+        else:  # refill before learning again, rather than overfit a near-empty buffer (epsilon holds still)
+            self.learning_starts = frames + starts
+            self.epsilon_paused += int(refilled(np.array(frames), since, starts, self.epsilon_paused))
             self.refill_from = frames
         self.tracker.truncate_after(frames)
         conflict.truncate_csv(self.run_dir / "conflict.csv", frames)
