@@ -51,6 +51,16 @@ PROTOCOLS = {
 }
 
 
+def episode_cap(protocol: dict) -> dict:
+    """How an evaluation's episodes were capped, from its recorded protocol (a `Protocol.to_dict()`): its cap in
+    frames, the protocol's own (108,000: 30 minutes of play), and whether the first lies below the second (an
+    --max-episode-frames override), which makes its scores those of cut-short episodes: pong's -21 of a whole
+    game is about -2 at 400 frames."""
+    cap, named = int(protocol["max_frames_per_episode"]), PROTOCOLS.get(protocol.get("name"))
+    own = named.max_frames_per_episode if named else Protocol.__dataclass_fields__["max_frames_per_episode"].default
+    return {"frames": cap, "protocol_frames": own, "below_protocol": cap < own}
+
+
 def family_of(games: list[str]) -> str:
     """'minatar' if the games are MinAtar's, 'ale' otherwise (resolve_games refuses a mix)."""
     return "minatar" if games and minatar.is_minatar(games[0]) else "ale"

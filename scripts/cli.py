@@ -14,6 +14,7 @@ COMMANDS = {
     "sharing": "Show what a --sharing learned run shares: channels per game, overlaps, groups.",
     "compare": "Put runs' per-game HNS side by side: ratios, aggregates, negative transfer.",
     "study": "Run a grid of training runs (variants x seeds) from a study file, resumably, and report over them.",
+    "atlas": "Which games help each other: pairs and all games against alone, and what predicts it.",
     "published": "Put Atari-100k scores beside a published agent's 100 runs per game (DrQ(eps), SPR).",
     "baseline": "Train SB3's single-task DQN on one game under the same protocol, for comparison.",
 }
@@ -65,6 +66,10 @@ def parse_options(cls, argv: list[str], prog: str, description: str, default=Non
         head = re.split(r"\n[ \t]*\n", head)[0]  # the message, not the help text after the rule
         lines = [" ".join(line.split()) for line in head.splitlines() if line.strip()]
         words = " ".join(lines[1:] if len(lines) > 1 else lines)  # drop the box title
+        number = re.fullmatch(r"Error parsing (--\S+): (invalid literal for int\(\)|could not convert string to float)"
+                              r".*?: ('.*')", words)  # Python's words for a value that is no number
+        if number:
+            words = f"{number[1]} {number[3]} is not {'an integer' if 'int' in number[2] else 'a number'}"
         fail(f"{words or 'bad arguments'} (see {prog} -h)")
 
 

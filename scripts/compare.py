@@ -24,7 +24,8 @@ class CompareArgs:
     of one configuration, each a run of its own in the statistics (e.g. `--labels shared,shared,learned,learned`)."""
     out: str = "runs/compare"
     """Folder for compare.md, .csv, .json, compare_runs.csv and the figures (per-game bars, performance
-    profiles, IQM curves); under runs/ by default, beside the run folders `train` writes."""
+    profiles, IQM curves); under runs/ by default, beside the run folders `train` writes. A new or empty folder,
+    or an earlier comparison's (replaced, and said so); never a run folder or a folder inside one."""
     track: bool = False
     """Also log the table and chart to W&B (offline without an API key or network)."""
     wandb_project: str = "mtdqn"
@@ -42,8 +43,7 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"--labels has {len(labels)} name{'s' * (len(labels) != 1)} for {len(args.runs)} "
                          f"run{'s' * (len(args.runs) != 1)}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    earlier = check_out(out)
     from mtdqn.agents.studies.compare import CompareError, compare, load_merged  # ale-py: after parsing
     from mtdqn.agents.studies.compare_report import markdown, write
 
@@ -59,11 +59,43 @@ def main(argv: list[str]) -> None:
         raise UsageError(str(e)) from None
     for note in result["warnings"]:
         print(f"mtdqn: warning: {note}", file=sys.stderr)
+    if earlier:  # none of its files may stay beside the new ones (a figure the new comparison has not)
+        for name in earlier:
+            (out / name).unlink()
+        print(f"mtdqn: replacing the earlier comparison in {out}", file=sys.stderr)
     paths = write(result, out, grouped)
     print(markdown(result))
     if args.track:
         _log_to_wandb(result, paths, out, args.wandb_project)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+# what `write` puts in --out; W&B's wandb/ folder, with --track, gathers one run per comparison
+FILES = ("compare.json", "compare.md", "compare.csv", "compare_runs.csv", "compare.png", "compare_profiles.png",
+         "compare_curves.png")
+
+
+def check_out(out: Path) -> list[str]:
+    """--out must be new, empty or an earlier comparison (whose files are returned, to be replaced): never a file,
+    a run folder or a folder in one (a run folder holds config.yaml and command.txt), nor a folder of other things."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    here = out.resolve()
+    run = next((p for p in (here, *here.parents) if (p / "config.yaml").is_file() and (p / "command.txt").is_file()),
+               None)
+    if run is not None:
+        where = "is a run folder" if run == here else f"lies in the run folder {str(run)!r}"
+        raise UsageError(f"--out {str(out)!r} {where}: a comparison gets a folder of its own, e.g. --out "
+                         "runs/compare-NAME")
+    if not out.is_dir():
+        return []
+    if (out / "compare.json").is_file():
+        return [name for name in FILES if (out / name).is_file()]
+    other = sorted(p.name for p in out.iterdir())
+    if other:
+        raise UsageError(f"--out {str(out)!r} holds {other[0]!r} and no comparison (compare.json): choose a new or "
+                         f"empty folder, e.g. {out / 'compare'}")
+    return []
 
 
 def _log_to_wandb(result: dict, paths: dict, out: Path, project: str) -> None:

@@ -199,6 +199,9 @@ def main(argv: list[str]) -> None:
     games = trained
     if args.games:
         games = [g.strip() for g in args.games.split(",")]
+        twice = list(dict.fromkeys(g for g in games if games.count(g) > 1))
+        if twice:
+            raise UsageError(f"--games {args.games!r} lists {', '.join(twice)} twice: name each game once")
         for g in games:
             check_game(g)
             if g not in trained:

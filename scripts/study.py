@@ -6,6 +6,7 @@ Every run's options are checked by train's own parser before anything starts or 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import shlex
 import sys
@@ -39,6 +40,13 @@ class StudyArgs:
     lent for a while (0: all). A later `mtdqn study` carries on."""
     dry_run: bool = False
     """Check the file, list every run with its status and command, start nothing, write nothing."""
+    seeds: str | None = None
+    """Run only these of the file's seeds, comma-separated (e.g. 0 to try a study before all its seeds)."""
+    budget_scale: float = 1.0
+    """Run the same study at a fraction of its budget: every count of frames, steps, updates or episodes
+    (frames-per-game, learning-starts, epsilon decay, replay size, target period, evaluation and checkpoint
+    intervals, evaluation episodes, ...) times this, in (0, 1]; for a quick check of a study file end to end.
+    A scaled study goes to OUT-x<scale> (unless --out) and neither reads nor writes the file's kept results."""
 
 
 def resolve(flags: list[str], where: str):
@@ -67,13 +75,18 @@ def main(argv: list[str]) -> None:
                          "Run a grid of training runs from a study file, resumably, and report over them.")
     if args.jobs < 0 or args.max_runs < 0:
         raise UsageError("--jobs and --max-runs must be >= 0")
-    from mtdqn.agents.studies import launch
+    if not 0 < args.budget_scale <= 1:
+        raise UsageError(f"--budget-scale must be in (0, 1], got {args.budget_scale:g}")
+    from mtdqn.agents.studies import launch, results
     from mtdqn.agents.studies.launch import State
     from mtdqn.agents.studies.study import StudyError, check_folder, plan, read, status
 
+    scaled = args.budget_scale != 1
     try:
         study = read(args.study)
-        study.out = Path(args.out) if args.out else study.out
+        study.out = Path(args.out) if args.out else Path(f"{study.out}-x{args.budget_scale:g}") if scaled else study.out
+        study.results = None if scaled else study.results
+        study.seeds = _only_seeds(args.seeds, study.seeds) if args.seeds is not None else study.seeds
         study.track = study.track or args.track
         if args.backend == "ray":
             from mtdqn.agents.training.validate import check_ray
@@ -81,28 +94,33 @@ def main(argv: list[str]) -> None:
             check_ray(args.ray_address)
         jobs = args.jobs or (launch.default_jobs() if args.backend == "local" else 1)
         host = launch.host_options(jobs) if args.backend == "local" else {"threads": 1, "env_threads": 1}
-        runs = plan(study, resolve, host)
+        runs = plan(study, resolve, host, args.budget_scale)
+        adoptable = [r for r in runs if status(r) == "new" and results.kept_finished(study, r)]
         for run in runs:
-            check_folder(run)
+            check_folder(dataclasses.replace(run, folder=results.kept_folder(study, run)) if run in adoptable else run)
     except StudyError as e:
         raise UsageError(str(e)) from None
     except ValueError as e:  # check_ray's ConfigError
         raise UsageError(str(e)) from None
     if study.out.exists() and not study.out.is_dir():
         raise UsageError(f"out {str(study.out)!r} is a file, not a folder")
-    states = {run.name: status(run) for run in runs}
+    states = {run.name: "kept" if run in adoptable else status(run) for run in runs}
     again = shlex.join(["mtdqn", "study", *_without(argv, "--max-runs", "--dry-run", "--no-dry-run")])
     if args.dry_run:
         for run in runs:
             command = shlex.join(launch.make_task(run, study.out).argv[3:])
             print(f"{states[run.name]:<11} {run.name:<40} mtdqn {command}")
+        kept = sum(s == "kept" for s in states.values())
         print(f"study {study.name}: {len(runs)} run{'s' * (len(runs) != 1)}, "
-              f"{sum(s == 'finished' for s in states.values())} finished; "
+              f"{sum(s == 'finished' for s in states.values())} finished"
+              f"{f', {kept} finished in {study.results} (copied in when it runs)' if kept else ''}; "
               f"folder {study.out}")
         return
     _warn_if_cannot_learn(runs)
     study.out.mkdir(parents=True, exist_ok=True)
     with _lock(study.out):
+        _keep_results(study, runs, adoptable)
+        states = {run.name: status(run) for run in runs}
         finished = [r for r in runs if states[r.name] == "finished"]
         todo = [r for r in runs if states[r.name] != "finished"]
         count = {k: sum(s == k for s in states.values()) for k in ("unfinished", "new")}
@@ -118,7 +136,8 @@ def main(argv: list[str]) -> None:
         if args.backend == "ray":
             board, completed = _run_ray(tasks, every, study, len(runs), len(finished), state, args)
         else:
-            board = launch.Board(study.name, len(runs), len(finished), jobs, state, every)
+            board = launch.Board(study.name, len(runs), len(finished), jobs, state, every,
+                                 on_finished=lambda run: results.keep(study, run))
             completed = launch.run_local(tasks, board)
     with contextlib.suppress(OSError):
         (study.out / "logs").rmdir()  # new runs' logs are in their folders now, unless one failed early
@@ -134,11 +153,37 @@ def main(argv: list[str]) -> None:
         why = f" (--max-runs {args.max_runs})" if args.max_runs else ""
         print(f"study {study.name}: {len(left)} run(s) left{why}; continue with: {again}")
         return
-    from mtdqn.agents.studies.study import write_report
+    from mtdqn.agents.studies.study_report import write_report
 
     paths = write_report(study, runs, state.wall_s, again)
     print(Path(paths["study"]).read_text())
     print(f"report: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _only_seeds(text: str, seeds: list[int]) -> list[int]:
+    try:
+        chosen = [int(s) for s in text.split(",")]
+    except ValueError:
+        chosen = None
+    if not chosen or not set(chosen) <= set(seeds) or len(set(chosen)) != len(chosen):
+        raise UsageError(f"--seeds {text!r} must list distinct seeds of the study file's, "
+                         f"{','.join(map(str, seeds))}")
+    return chosen
+
+
+def _keep_results(study, runs, adoptable) -> None:
+    """The file's kept results: runs finished there copied in (they count as done), runs finished here and not
+    kept yet copied there (later runs are copied as each finishes)."""
+    from mtdqn.agents.studies import results
+
+    if study.results is None:
+        return
+    adopted = results.adopt(study, adoptable)
+    copied = results.keep_finished(study, runs)
+    for runs_, what in ((adopted, f"copied in from {study.results}"), (copied, f"kept in {study.results}")):
+        if runs_:
+            print(f"{len(runs_)} finished run{'s' * (len(runs_) != 1)} {what}: {', '.join(r.name for r in runs_)}",
+                  flush=True)
 
 
 def _without(argv: list[str], *options: str) -> list[str]:
@@ -186,7 +231,7 @@ def _run_ray(tasks, every, study, total: int, done: int, state, args):
     import ray
 
     from mtdqn.agents.distributed.ray_trainer import connect
-    from mtdqn.agents.studies import launch
+    from mtdqn.agents.studies import launch, results
     from mtdqn.agents.training.config import ConfigError
 
     try:
@@ -194,7 +239,7 @@ def _run_ray(tasks, every, study, total: int, done: int, state, args):
     except ConfigError as e:
         raise UsageError(str(e)) from None
     jobs = args.jobs or max(1, int(ray.cluster_resources().get("CPU", 0)) // launch.CPUS_PER_RUN)
-    board = launch.Board(study.name, total, done, jobs, state, every)
+    board = launch.Board(study.name, total, done, jobs, state, every, on_finished=lambda run: results.keep(study, run))
     remote = ray.remote(num_cpus=launch.CPUS_PER_RUN, max_retries=0)(launch.run_blocking)
     stop_file = study.out.resolve() / f".stop-{os.getpid()}"
     pending, refs = list(tasks), {}

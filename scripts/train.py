@@ -77,7 +77,7 @@ def parse(argv: list[str]) -> TrainArgs:
     if args.progress_interval < 0:
         raise UsageError(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
-        validate(args)
+        validate(args, _flags(argv))
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return args

@@ -160,3 +160,59 @@ def test_the_flags_suggested_are_the_ones_tyro_accepts_for_every_command():
                 assert set(option_names(cls)) == flags, command
                 checked.append(command)
     assert checked == list(COMMANDS)  # every command parses with parse_options, suites included
+
+
+# -- a new user's trial: values no run can use, contradictions, folders given for files --------------------------
+TINY = ["train", "--suite", "pong", "--frames-per-game", "4", "--eval-episodes", "1", "--max-episode-frames", "40"]
+
+
+@pytest.mark.parametrize("args, message", [  # TINY: a run that is not refused ends in seconds, not hours
+    ([*TINY, "--eval-interval", "1"],
+     "--eval-interval 1 is less than one agent step (4 emulator frames per game): use 0 (only at the end) or at least 4"),
+    ([*TINY, "--checkpoint-interval", "3"], "--checkpoint-interval 3 is less than one agent step (4 emulator frames "
+                                            "per game): use 0 (only at the end) or at least 4"),
+    ([*TINY, "--log-interval", "2"],
+     "--log-interval 2 is less than one agent step (4 emulator frames per game): use at least 4"),
+    ([*TINY, "--target-tau", "0.005", "--target-update-period", "100"],
+     "--target-update-period 100 sets periodic target syncs, which --target-tau 0.005 replaces with Polyak averaging "
+     "after every update: give one of the two (--target-tau 0 keeps the periodic syncs)"),
+    (["train", "--frames-per-game", "abc"], "--frames-per-game 'abc' is not an integer (see mtdqn train -h)"),
+    (["train", "--frames-per-game=1e-3"], "--frames-per-game '1e-3' is not an integer (see mtdqn train -h)"),
+    (["train", "--learning-rate", "abc"], "--learning-rate 'abc' is not a number (see mtdqn train -h)"),
+    (["train", "--suite", "pong,breakout", "--sharing", "grouped", "--groups", "folder"],
+     "--groups 'folder' is a folder: give a file from `mtdqn group`, or groups such as 'pong,breakout;qbert,frostbite'"),
+    (["group", "--affinity", "folder", "--networks", "2"],
+     "affinity file 'folder' is a folder: give the affinity.csv that `mtdqn affinity RUN` writes"),
+    (["evaluate", ROOT / "tests" / "data" / "pre_layout" / "learned" / "checkpoints" / "frames_000001200.pt",
+      "--games", "breakout,pong,breakout"], "--games 'breakout,pong,breakout' lists breakout twice: name each game once"),
+])
+def test_a_value_no_run_can_use_is_refused_in_one_line(tmp_path, args, message):
+    (tmp_path / "folder").mkdir()
+    assert error(mtdqn(*args, "--out", tmp_path / "out", cwd=tmp_path, check=False)) == message
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"]
+
+
+def test_what_the_interval_and_target_checks_let_through():
+    """One agent step of MinAtar is one frame; a preset's period gives way to --target-tau (its help says so)."""
+    from mtdqn.scripts.train import parse
+
+    assert parse(["--suite", "minatar/breakout", "--eval-interval", "1"]).eval_interval == 1
+    assert parse(["--suite", "pong", "--eval-interval", "4", "--checkpoint-interval", "0"]).eval_interval == 4
+    args = parse(["--preset", "data-efficient", "--suite", "pong", "--target-tau", "0.005"])
+    assert (args.target_tau, args.target_update_period) == (0.005, 250)
+    assert parse(["--suite", "pong", "--target-tau", "0", "--target-update-period", "100"]).target_update_period == 100
+
+
+def test_a_folder_given_for_a_groups_or_affinity_file_points_at_the_file_in_it(tmp_path):
+    from mtdqn.agents.multitask.grouping import read_affinity
+    from mtdqn.agents.multitask.sharing import GroupsError, parse_groups
+
+    (tmp_path / "groups-affinity-k2.txt").write_text("pong;breakout\n")
+    (tmp_path / "affinity.csv").write_text(",pong,breakout\npong,0,1\nbreakout,1,0\n")
+    with pytest.raises(GroupsError) as e:
+        parse_groups(str(tmp_path), ["pong", "breakout"])
+    assert str(e.value) == (f"--groups {str(tmp_path)!r} is a folder: give a file such as "
+                            f"{tmp_path / 'groups-affinity-k2.txt'}, or groups such as 'pong,breakout;qbert,frostbite'")
+    with pytest.raises(GroupsError) as e:
+        read_affinity(str(tmp_path))
+    assert str(e.value) == f"affinity file {str(tmp_path)!r} is a folder: give --affinity {tmp_path / 'affinity.csv'}"

@@ -1,6 +1,8 @@
 """`compare` on hand-made evaluation reports: HNS over runs, ratios, negative transfer and POI by hand."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +190,63 @@ def test_profile_thresholds_run_over_the_scores_and_at_least_from_0_to_1():
     assert (taus[0], taus[-1], len(taus)) == (0.0, 1.0, 41)
     taus = profile_taus({"a": np.array([[-0.3, 0.4]]), "b": np.array([[2.5]])})
     assert (taus[0], taus[-1]) == (-0.3, 2.5)
+
+
+def evaluated(tmp_path, name, episodes: int = 2, epsilon: float = 0.001, cap: int = 108_000, protocol="machado"):
+    """A run folder whose one evaluation played pong `episodes` times at HNS 0.2, under `protocol` with its
+    episodes capped at `cap` frames."""
+    played = replace(PROTOCOLS[protocol], max_frames_per_episode=cap)
+    write_report(summarize({"pong": np.array(at_hns("pong", [0.2] * episodes))}, protocol=played, epsilon=epsilon,
+                           frames={"pong": 400_000}), tmp_path / name / "evals" / "frames_000400000")
+    return tmp_path / name
+
+
+def test_compare_warns_once_per_evaluation_setting_the_runs_differ_in(tmp_path):
+    a = evaluated(tmp_path, "a")
+    b = evaluated(tmp_path, "b", episodes=3, epsilon=0.05, cap=400, protocol="classic")
+    c = evaluated(tmp_path, "c")
+    result = compare({"a": [load(str(a)), load(str(c))], "b": [load(str(b))]})
+    assert result["warnings"] == [
+        "the runs were evaluated with different episode caps (a 108,000 frames; b 400 frames): their scores are not "
+        "comparable",
+        "the runs were evaluated with different epsilons (a 0.001; b 0.05): their scores are not comparable",
+        "the runs were evaluated with different protocols (a machado; b classic): their scores are not comparable",
+        "the runs were evaluated with different numbers of episodes per game (a 2; b 3): their scores are not "
+        "comparable"]
+    assert compare({"a": [load(str(a))], "c": [load(str(c))]})["warnings"] == []
+    cut = [evaluated(tmp_path, f"cut{k}", cap=400) for k in range(2)]
+    assert compare({"x": [load(str(cut[0]))], "y": [load(str(cut[1]))]})["warnings"] == [
+        "every run's episodes were cut at 400 frames, below the protocol's cap: the scores are those of cut-short "
+        "episodes, not comparable with whole-episode ones"]
+    proc = mtdqn("compare", a, b, "--out", tmp_path / "cmp", cwd=tmp_path)
+    assert [l for l in proc.stderr.splitlines() if l.startswith("mtdqn: warning: the runs were evaluated")] == [
+        f"mtdqn: warning: {w}" for w in result["warnings"]]
+
+
+def test_compare_never_writes_into_a_run_and_says_when_it_replaces_a_comparison(tmp_path):
+    a, b = evaluated(tmp_path, "a"), evaluated(tmp_path, "b")
+    for run in (a, b):
+        (run / "config.yaml").write_text("suite: pong\n")
+        (run / "command.txt").write_text("mtdqn train --suite pong\n")
+    for out, cwd, where in ((a, tmp_path, "is a run folder"), (a / "evals" / "cmp", tmp_path,
+                                                                 f"lies in the run folder {str(a)!r}"),
+                            (Path("runs/compare"), a, f"lies in the run folder {str(a)!r}")):  # the default --out
+        proc = mtdqn("compare", a, b, *(["--out", out] if cwd == tmp_path else []), cwd=cwd, check=False)
+        assert proc.returncode == 2 and proc.stderr == (
+            f"mtdqn: error: --out {str(out)!r} {where}: a comparison gets a folder of its own, e.g. --out "
+            "runs/compare-NAME\n")
+    assert sorted(p.name for p in a.iterdir()) == ["command.txt", "config.yaml", "evals"]
+    assert sorted(p.name for p in (a / "evals").iterdir()) == ["frames_000400000"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me\n")
+    proc = mtdqn("compare", a, b, "--out", tmp_path / "notes", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"mtdqn: error: --out {str(tmp_path / 'notes')!r} holds 'todo.txt' and no comparison (compare.json): choose a "
+        f"new or empty folder, e.g. {tmp_path / 'notes' / 'compare'}\n")
+    first = mtdqn("compare", a, b, "--out", tmp_path / "cmp", cwd=tmp_path).stderr
+    assert "replacing" not in first and (tmp_path / "cmp" / "compare_curves.png").is_file()  # run folders: curves
+    evals = [run / "evals" / "frames_000400000" for run in (b, a)]  # evaluation folders: no curves
+    again = mtdqn("compare", *evals, "--labels", "b,a", "--out", tmp_path / "cmp", cwd=tmp_path).stderr.splitlines()
+    assert f"mtdqn: replacing the earlier comparison in {tmp_path / 'cmp'}" in again
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["reference"] == "b"
+    assert not (tmp_path / "cmp" / "compare_curves.png").exists()  # nothing of the earlier comparison stays

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtdqn.agents.core.evaluation import run_episodes, summarize, write_report
+from mtdqn.agents.core.evaluation import hns_figure, markdown_table, run_episodes, summarize, write_report
 from mtdqn.agents.core.network import MultiHeadQNetwork
 from mtdqn.envs import PROTOCOLS, hns, make_env
 
@@ -64,6 +64,27 @@ def test_summary_records_hns_only_for_games_with_a_reference(tmp_path):
     assert json.loads(paths["json"].read_text())["games"][1]["game"] == "adventure"
     assert paths["csv"].read_text().splitlines()[0] == "game,frames,episodes,raw_mean,raw_std,raw_min,raw_max,hns"
     assert "| adventure | 400 | 2 | 0.5 | 0.5 | n/a |" in paths["md"].read_text()
+
+
+@pytest.mark.parametrize("protocol, cut", [(SHORT, True), (PROTOCOLS["classic"], False),
+                                           (replace(PROTOCOLS["minatar"], max_frames_per_episode=500), True)])
+def test_an_evaluation_capped_below_its_protocol_says_so(tmp_path, protocol, cut):
+    """Pong's -21 of a whole game is about -2 at 400 frames: scores of cut-short episodes are recorded and
+    printed as such (eval.json, the table, the chart's title), whole ones are not."""
+    game = "minatar/breakout" if protocol.family == "minatar" else "pong"
+    report = summarize({game: np.array([-2.0, 2.0])}, protocol=protocol, epsilon=0.001)
+    cap = protocol.max_frames_per_episode
+    assert report["episode_cap"] == {"frames": cap, "protocol_frames": 108_000, "below_protocol": cut}
+    note = (f"Capped: episodes were cut at {cap:,} frames, below the {protocol.name} protocol's 108,000: raw scores "
+            f"and {'DQN-normalized' if game != 'pong' else 'HNS'} are those of cut-short episodes, not comparable with "
+            "whole-episode evaluations or published scores.")
+    lines = write_report(report, tmp_path)["md"].read_text().splitlines()
+    assert lines[3:5] == ["", note] if cut else lines[4].startswith("Aggregate ")  # under the table
+    title = hns_figure(report).axes[0].get_title()
+    assert title.endswith(f"({protocol.name} protocol, episodes cut at {cap:,} frames)" if cut
+                          else f"({protocol.name} protocol)")
+    del report["episode_cap"]  # a report from before the record: its protocol says the same
+    assert (note in markdown_table(report)) == cut
 
 
 def test_colour_env_replays_the_same_emulation_as_the_grayscale_one():

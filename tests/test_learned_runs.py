@@ -54,3 +54,14 @@ def test_sharing_command_reads_the_trained_run(run):
     out = mtdqn("sharing", run["run"], "--out", run["root"] / "sharing", cwd=run["root"])
     assert "gates frozen" in out.stdout and "| breakout | dense |" in out.stdout
     assert (run["root"] / "sharing" / "overlap.csv").is_file()
+
+
+def test_the_run_folder_holds_its_newest_gates_as_mtdqn_sharing_reads_them(run):
+    """The run writes gates.csv and overlap.csv at every log (the last at its budget), so kept results and
+    `mtdqn atlas` have the final gates without a checkpoint: the same files `mtdqn sharing` writes from the
+    final checkpoint."""
+    sharing = run["root"] / "sharing"
+    if not (sharing / "overlap.csv").is_file():
+        mtdqn("sharing", run["run"], "--out", sharing, cwd=run["root"])
+    for name in ("gates.csv", "overlap.csv"):
+        assert (run["run"] / name).read_text() == (sharing / name).read_text(), name

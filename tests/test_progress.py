@@ -72,6 +72,32 @@ def test_the_last_call_prints_wall_time_and_throughput_even_without_progress_lin
         "trained 4,000 frames per game in 0:00:22 wall time (22.0 s): 182 frames per game/s, 91 agent steps/s"]
 
 
+def test_an_evaluation_is_left_out_of_the_next_lines_rate(capsys):
+    """100 frames per game/s on 2 games is 50 agent steps/s, before and after a 5-minute evaluation (which once
+    made the next line say 0 agent steps/s: 50 steps in 301 s)."""
+    run = Run()
+    progress = run.progress(interval=1.0)
+    run.play(progress, 2, 100)
+    with progress.paused():
+        run.now += 300.0
+    run.play(progress, 2, 100)
+    rates = [line.split(", ")[1] for line in capsys.readouterr().err.splitlines() if line.startswith("progress: ")]
+    assert rates == ["50 agent steps/s"] * 4
+
+
+def test_the_last_call_repeats_no_line_and_a_session_that_trained_nothing_says_nothing(capsys):
+    run = Run()
+    progress = run.progress(interval=1.0)
+    run.play(progress, 3, 100, force=True)  # the line at 3 s said it all: the last call adds the summary only
+    lines = capsys.readouterr().err.splitlines()
+    assert [line[:30] for line in lines] == ["progress: 100/10,000 frames pe", "progress: 200/10,000 frames pe",
+                                             "progress: 300/10,000 frames pe", "trained 300 frames per game in"]
+    idle = run.progress(interval=1.0)  # a resume that only owed its final evaluation
+    run.now += 30.0
+    idle.maybe_print([float("nan")] * 2, np.array([1.0, 1.0]), force=True)
+    assert capsys.readouterr().err == ""
+
+
 def test_summary_line_exact():
     assert summary_line(100_000, 50_000, 3725.0) == (
         "trained 100,000 frames per game in 1:02:05 wall time (3725.0 s): 27 frames per game/s, 13 agent steps/s")

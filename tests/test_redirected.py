@@ -112,3 +112,15 @@ def test_a_learning_curve_with_one_point_says_so_without_warnings(tmp_path, curv
 def test_a_learning_curve_with_two_points_has_no_note():
     fig = learning_curve_figure({"pong": [(800, 0.1), (1600, 0.2)]})
     assert len(fig.axes[0].texts) == 0 and fig.axes[0].get_legend() is not None
+
+
+def test_a_minatar_runs_learning_curves_are_dqn_normalized():
+    """MinAtar has no human scores: its curves are in DQN-normalized score, as its tables and bar charts are."""
+    ax = learning_curve_figure({"minatar/breakout": [(800, 0.1), (1600, 0.3)], "iqm": [(800, 0.1), (1600, 0.3)]}).axes[0]
+    assert (ax.get_ylabel(), ax.get_title()) == ("DQN-normalized score (random 0, DQN 1)",
+                                                 "evaluation DQN-normalized during training")
+    empty = learning_curve_figure({}, ["minatar/breakout"]).axes[0]  # before the first evaluation: the run's games
+    assert empty.get_ylabel().startswith("DQN-normalized") and [t.get_text() for t in empty.texts] == [
+        "no evaluation of a game with a DQN reference yet"]
+    ale = learning_curve_figure({"pong": [(800, 0.1), (1600, 0.2)]}, ["pong"]).axes[0]
+    assert (ale.get_ylabel(), ale.get_title()) == ("human-normalized score", "evaluation HNS during training")

@@ -107,6 +107,34 @@ def test_a_run_killed_in_its_final_evaluation_only_evaluates_on_resume(finished_
     assert proc.returncode == 0, err
     assert (final / "eval.json").is_file() and "| pong |" in out
     assert checkpoint.load(checkpoint.latest(run))["learner"]["updates"] == updates  # no training
+    # and no throughput of it: once, "progress: 1,600/1,600 ..., 0 agent steps/s" and "trained 0 frames per game"
+    assert not [line for line in err.splitlines() if line.startswith(("progress: ", "trained "))], err
+
+
+def test_a_resume_whose_refill_outlasts_the_budget_says_it_cannot_learn(finished_run, tmp_path):
+    """Without a saved replay, a resume learns again only once --learning-starts (800) frames per game refill
+    it: from 1,600 that is 2,400, and a budget of 2,000 ends before, without an update."""
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    state = checkpoint.load(checkpoint.latest(run))
+    done = min(state["frames"])
+    proc = start("--resume", run, "--frames-per-game", done + 400, cwd=tmp_path)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert [line for line in err.splitlines() if line.startswith("mtdqn: warning:")] == [
+        f"mtdqn: warning: resumed at {done:,} frames per game without a saved replay, learning waits until the replay "
+        f"refills --learning-starts 800 frames, at {done + 800:,}, and --frames-per-game {done + 400:,} stops before: "
+        f"no gradient update will happen; raise --frames-per-game above {done + 800:,}"]
+    assert checkpoint.load(checkpoint.latest(run))["learner"]["updates"] == state["learner"]["updates"]
+
+
+@pytest.mark.parametrize("frames, budget, warned", [(1600, 2400, True), (1600, 2401, False), (1600, 1600, False),
+                                                    (100, 800, False)])  # the last: `mtdqn train` warns of it itself
+def test_the_refill_warning_comes_exactly_when_the_budget_ends_before_learning(capsys, frames, budget, warned):
+    from mtdqn.agents.training.progress import warn_refill
+
+    warn_refill(frames, 800, budget)
+    assert capsys.readouterr().err.startswith(f"mtdqn: warning: resumed at {frames:,} frames") == warned
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_temp_files(finished_run, tmp_path):

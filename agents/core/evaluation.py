@@ -18,6 +18,7 @@ import torch
 from mtdqn.agents.core.episode_log import EpisodeLog, say
 from mtdqn.agents.core.learner import epsilon_greedy
 from mtdqn.envs import Lives, Protocol, aggregate_hns, hns, make_env, minatar
+from mtdqn.envs.protocol import episode_cap
 from mtdqn.envs.scores import score_name
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation emulators never share seeds with training ones
@@ -137,8 +138,25 @@ def summarize(returns: dict[str, np.ndarray], *, protocol: Protocol, epsilon: fl
     aggregate = {"games_with_reference": len(with_ref)}
     if with_ref:
         aggregate.update(aggregate_hns(with_ref))
-    return {"source": source, "protocol": protocol.to_dict(), "epsilon": epsilon,
-            "games": records, "aggregate": aggregate}
+    return {"source": source, "protocol": protocol.to_dict(), "episode_cap": episode_cap(protocol.to_dict()),
+            "epsilon": epsilon, "games": records, "aggregate": aggregate}
+
+
+def cap_of(report: dict) -> dict:
+    """A report's episode cap (envs/protocol.py `episode_cap`), read from its protocol if it predates the record."""
+    return report.get("episode_cap") or episode_cap(report["protocol"])
+
+
+def capped_note(report: dict) -> str | None:
+    """The sentence saying that a report's episodes were cut below its protocol's cap (None if they were not):
+    its scores are then not those of whole episodes."""
+    cap = cap_of(report)
+    if not cap["below_protocol"]:
+        return None
+    name = score_name([r["game"] for r in report["games"]])
+    return (f"Capped: episodes were cut at {cap['frames']:,} frames, below the {report['protocol']['name']} protocol's "
+            f"{cap['protocol_frames']:,}: raw scores and {name} are those of cut-short episodes, not comparable with "
+            "whole-episode evaluations or published scores.")
 
 
 def markdown_table(report: dict) -> str:
@@ -149,6 +167,8 @@ def markdown_table(report: dict) -> str:
         frames = f"{r['frames']:,}" if r.get("frames") is not None else "?"
         lines.append(f"| {r['game']} | {frames} | {r['episodes']} | {r['raw_mean']:.1f} | {r['raw_std']:.1f} | {hns_text} |")
     agg = report["aggregate"]
+    capped = capped_note(report)
+    lines += ["", capped] if capped else []
     lines.append("")
     lines.append(f"Aggregate {name} of the games' means over {agg['games_with_reference']} game{'s' * (agg['games_with_reference'] != 1)}. 1 run: no interval "
                  f"over seeds; the interval resamples this checkpoint's episodes only (measurement precision, not "
@@ -206,7 +226,9 @@ def hns_figure(report: dict):
     ax.set_xlabel(name if not rows or show else f"{name} ({reference} = 1 lies off this axis)")
     iqm = report["aggregate"].get("iqm")
     title = f"IQM {name} {iqm['value']:.3f}" if iqm else "no game with a reference score"
-    ax.set_title(f"{title} ({report['protocol']['name']} protocol)")
+    cap = cap_of(report)
+    cut = f", episodes cut at {cap['frames']:,} frames" if cap["below_protocol"] else ""
+    ax.set_title(f"{title} ({report['protocol']['name']} protocol{cut})")
     fig.tight_layout()
     return fig
 
@@ -254,17 +276,18 @@ def learning_curves(run_dir: Path, up_to: int | None = None) -> dict[str, list[t
     return curves
 
 
-def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
-    """HNS against frames per game, a line per game and the IQM dashed, so stalled games stand out."""
+def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path, games: list[str] = ()) -> Path:
+    """HNS (MinAtar: DQN-normalized score) against frames per game, a line per game and the IQM dashed, so
+    stalled games stand out. `games`: the run's, which name the score before any curve does."""
     import matplotlib.pyplot as plt
 
-    fig = learning_curve_figure(curves)
+    fig = learning_curve_figure(curves, games)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def learning_curve_figure(curves: dict[str, list[tuple[int, float]]]):
+def learning_curve_figure(curves: dict[str, list[tuple[int, float]]], games: list[str] = ()):
     """The figure of `plot_learning_curves`. Until a curve has two points it says so in words, and
     with no game to label it draws no legend (matplotlib would warn about an empty one)."""
     import matplotlib
@@ -278,11 +301,13 @@ def learning_curve_figure(curves: dict[str, list[tuple[int, float]]]):
         style = {"color": "black", "linestyle": "--", "linewidth": 2} if game == "iqm" else {}
         ax.plot(x, y, marker="o", markersize=3, label="IQM" if game == "iqm" else game, **style)
     ax.axhline(0.0, color="gray", linewidth=0.8)
+    name = score_name([*games, *curves])  # HNS, or MinAtar's DQN-normalized score
     ax.set_xlabel("frames per game")
-    ax.set_ylabel("human-normalized score")
-    ax.set_title("evaluation HNS during training")
+    ax.set_ylabel("human-normalized score" if name == "HNS" else "DQN-normalized score (random 0, DQN 1)")
+    ax.set_title(f"evaluation {name} during training")
     if not curves:
-        ax.text(0.5, 0.5, "no evaluation of a game with a human reference yet", transform=ax.transAxes,
+        reference = "a human" if name == "HNS" else "a DQN"
+        ax.text(0.5, 0.5, f"no evaluation of a game with {reference} reference yet", transform=ax.transAxes,
                 ha="center", va="center")
     elif max(len(points) for points in curves.values()) == 1:
         ax.text(0.5, 0.95, "one evaluation so far", transform=ax.transAxes, ha="center", va="top")

@@ -28,6 +28,10 @@ def read_affinity(path: str) -> tuple[list[str], np.ndarray]:
     import csv
 
     file = Path(path)
+    if file.is_dir():
+        saved = file / "affinity.csv"
+        hint = f"--affinity {saved}" if saved.is_file() else "the affinity.csv that `mtdqn affinity RUN` writes"
+        raise GroupsError(f"affinity file {path!r} is a folder: give {hint}")
     if not file.is_file():
         raise GroupsError(f"affinity file {path!r} does not exist")
     rows = [r for r in csv.reader(file.open()) if r]

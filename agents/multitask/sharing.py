@@ -60,8 +60,13 @@ def parse_groups(spec: str, games: list[str]) -> list[int]:
     """Group index per game from 'a,b;c,d' or a file holding that (comment lines start with #)."""
     text = spec
     names = [g.strip() for g in re.split(r"[,;]", spec) if g.strip()]
+    if Path(spec).is_dir() and not set(names) & set(games):
+        found = sorted(Path(spec).glob("groups-*.txt"))
+        hint = f"a file such as {found[0]}" if found else "a file from `mtdqn group`"
+        raise GroupsError(f"--groups {spec!r} is a folder: give {hint}, or groups such as "
+                          "'pong,breakout;qbert,frostbite'")
     if not Path(spec).is_file() and not set(names) & set(games) and (  # a path, not groups (MinAtar ids have a /)
-            "/" in spec or spec.endswith((".txt", ".yaml", ".yml", ".csv")) or Path(spec).is_dir()):
+            "/" in spec or spec.endswith((".txt", ".yaml", ".yml", ".csv"))):
         raise GroupsError(f"--groups file {spec!r} does not exist (give a file from `mtdqn group`, or groups "
                           "such as 'pong,breakout;qbert,frostbite')")
     if Path(spec).is_file():

@@ -11,7 +11,7 @@ interval over 2 runs covers about half the time), and the table says so instead 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,10 @@ class Evaluated:
     frames: dict[str, int]
     hns: dict[str, np.ndarray]  # per-episode HNS per game
     curves: dict[str, list[tuple[int, float]]] | None = None  # per game, (frames per game, HNS) of periodic evaluations
+    # how its episodes were played, in words ("episode caps": "400 frames", "epsilons", "protocols"), and whether
+    # they were cut below the protocol's cap (--max-episode-frames)
+    settings: dict[str, str] = field(default_factory=dict)
+    capped: bool = False
 
     def score(self, game: str) -> float:
         """The run's score on `game`: the mean of its evaluation episodes."""
@@ -57,6 +61,8 @@ def load_merged(spec: str, label: str | None = None) -> Evaluated:
             raise CompareError(f"{spec!r} holds game {sorted(twice)[0]!r} twice: join runs of different games")
         merged.frames |= part.frames
         merged.hns |= part.hns
+    merged.settings = {k: "/".join(dict.fromkeys(p.settings.get(k, "?") for p in parts)) for k in parts[0].settings}
+    merged.capped = any(p.capped for p in parts)
     return merged
 
 
@@ -113,14 +119,31 @@ def load(path: str, label: str | None = None) -> Evaluated:
     p, periodic = report_path(path)
     curves = {g: c for g, c in learning_curves(Path(path)).items() if g != "iqm"} if periodic else None
     scores, frames = {}, {}
-    for r in read_report(p)["games"]:
+    report = read_report(p)
+    for r in report["games"]:
         h = hns(r["game"], r["scores"])
         if h is not None:
             scores[r["game"]] = np.asarray(h)
             frames[r["game"]] = r.get("frames")
     run = run_folder(p)
     name = label or (run.name if run else p.parent.name)
-    return Evaluated(name, str(p), frames, scores, curves)
+    return Evaluated(name, str(p), frames, scores, curves, *settings(report))
+
+
+def settings(report: dict) -> tuple[dict[str, str], bool]:
+    """How a report's episodes were played, in words per setting (episode cap, epsilon, protocol), and whether its
+    episodes were cut below its protocol's cap ("?" and False where a report does not say)."""
+    from mtdqn.agents.core.evaluation import cap_of
+
+    protocol = report.get("protocol") or {}
+    try:
+        cap = cap_of(report)
+    except (KeyError, TypeError, ValueError):
+        cap = {"frames": "?", "below_protocol": False}
+    epsilon = report.get("epsilon")
+    return ({"episode caps": f"{cap['frames']:,} frames" if isinstance(cap["frames"], int) else "?",
+             "epsilons": f"{epsilon:g}" if isinstance(epsilon, (int, float)) else "?",
+             "protocols": str(protocol.get("name", "?"))}, bool(cap["below_protocol"]))
 
 
 def run_folder(report: Path) -> Path | None:
@@ -186,6 +209,7 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
         raise CompareError("the runs share no game with a human reference score")
     notes = [f"{g} is not in every run (missing from {', '.join(dict.fromkeys(r.label for r in everyone if g not in r.hns))}): "
              "dropped from the comparison" for g in dict.fromkeys(g for r in everyone for g in r.hns) if g not in games]
+    notes += setting_notes(labels, games)
     budgets = {l: frames_per_game(runs, games) for l, runs in labels.items()}
     trained = [max(known) for r in everyone if (known := {r.frames.get(g) for g in games} - {None})]
     if trained and max(trained) > (1 + BUDGET_SLACK) * min(trained):
@@ -212,6 +236,25 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
             "probability_of_improvement": improvement, "pairs": pairs,
             "profiles": {"taus": taus.tolist(), **profiles}, "curves": curves,
             "frames_to_reference_iqm": matched, "warnings": notes}
+
+
+def setting_notes(labels: dict[str, list[Evaluated]], games: list[str]) -> list[str]:
+    """A warning per evaluation setting the runs differ in (episode cap, episodes per game, epsilon, protocol),
+    whose scores then measure different things, and one when every run's episodes were cut short."""
+    described = {l: [r.settings | {"numbers of episodes per game": "/".join(dict.fromkeys(str(len(r.hns[g]))
+                                                                                       for g in games))}
+                     for r in runs] for l, runs in labels.items()}
+    every = [d for ds in described.values() for d in ds]
+    notes = []
+    for what in dict.fromkeys(k for d in every for k in d):
+        if len({d.get(what) for d in every}) > 1:
+            values = "; ".join(f"{l} " + "/".join(dict.fromkeys(d.get(what, "?") for d in ds))
+                               for l, ds in described.items())
+            notes.append(f"the runs were evaluated with different {what} ({values}): their scores are not comparable")
+    if all(r.capped for runs in labels.values() for r in runs) and len({d["episode caps"] for d in every}) == 1:
+        notes.append(f"every run's episodes were cut at {every[0]['episode caps']}, below the protocol's cap: the "
+                     "scores are those of cut-short episodes, not comparable with whole-episode ones")
+    return notes
 
 
 def profile_taus(matrices: dict[str, np.ndarray], points: int = 41) -> np.ndarray:

@@ -160,8 +160,10 @@ def run_blocking(task: Task, stop_file: str) -> tuple[int | None, float]:
 class Board:
     """Counts of the study's runs and one line per change: `study NAME: 3 done, 1 running, 4 left, ETA 12 min`."""
 
-    def __init__(self, name: str, total: int, done: int, jobs: int, state: State, tasks: list[Task], echo=None):
+    def __init__(self, name: str, total: int, done: int, jobs: int, state: State, tasks: list[Task], echo=None,
+                 on_finished=None):
         self.name, self.total, self.done, self.jobs, self.state = name, total, done, jobs, state
+        self.on_finished = on_finished  # called with each run that finishes (e.g. to keep its small files)
         self.waiting, self.running = list(tasks), []
         self.outcomes: dict[str, list[str]] = {"finished": [], "stopped": [], "failed": []}
         self.echo = echo or (lambda line: print(line, flush=True))
@@ -199,6 +201,8 @@ class Board:
         if status(task.run) == "finished":
             outcome, event = "finished", f"finished {task.run.name} in {_duration(wall_s)}"
             self.done += 1
+            if self.on_finished:
+                self.on_finished(task.run)
         elif self.stopping:
             outcome, event = "stopped", f"stopped {task.run.name}: resumable"
         else:

@@ -16,7 +16,7 @@ The file (docs/studies.md has every key):
 Layout: OUT/<variant>/<suite>/seed<k>/ (a suite of listed games is named by its games joined with '+'),
 OUT/baseline/<game>/seed<k>/, OUT/study.json (wall time and segments of every run the study ran),
 OUT/logs/ (a new run's log until its folder exists; then it is the run folder's train.log), OUT/report/
-(`write_report`: agents/studies/compare.py over the variants, and study.md listing every run).
+(agents/studies/study_report.py: compare.py over the variants, and study.md listing every run).
 
 A run is finished when its folder holds the final evaluation, evals/frames_N/eval.json with N at or past
 the budget (what `mtdqn train` writes last), wherever the folder came from: checkpoints are not needed,
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from mtdqn.agents.training.config import TrainConfig
 from mtdqn.agents.training.run_folder import LOCK
 from mtdqn.envs import PROTOCOLS, resolve_games
 
-KEYS = ("name", "description", "suite", "seeds", "common", "variants", "baseline", "out", "track")
+KEYS = ("name", "description", "suite", "seeds", "common", "variants", "baseline", "out", "results", "track")
 RESERVED = ("baseline", "report", "logs")  # folders of OUT that a variant may not be named
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # train options the study sets itself, and where a study file sets them instead
@@ -50,6 +51,12 @@ OWNED = {"suite": "the top-level suite key", "seed": "the top-level seeds key", 
 # (the budget is checked on its own); scripts/train.py's RESUMABLE and tracking
 UNCOMPARED = ("out", "frames_per_game", "threads", "env_threads", "device", "backend", "num_actors", "ray_address",
               "weight_publish_period", "chunk_steps", "track", "config", "preset", "progress_interval")
+
+
+# counts that `--budget-scale` multiplies: every option measured in frames, agent steps, updates or episodes
+SCALED = ("frames_per_game", "learning_starts", "epsilon_decay_frames", "replay_size", "target_update_period",
+          "eval_interval", "eval_episodes", "max_episode_frames", "checkpoint_interval", "conflict_interval",
+          "gate_freeze_frames", "reset_interval", "log_interval")
 
 
 class StudyError(ValueError):
@@ -84,6 +91,7 @@ class Study:
     baseline: dict | None = None
     track: bool = False
     description: str = ""
+    results: Path | None = None  # kept results (agents/studies/results.py), resolved against the file's folder
 
 
 class _Loader(yaml.SafeLoader):
@@ -112,6 +120,9 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 def read(path: str | Path) -> Study:
     """The study a file describes, its shape checked (option values are judged by `plan`'s resolver)."""
     path = Path(path)
+    if path.is_dir():
+        raise StudyError(f"study file {str(path)!r} is a folder: give a study's YAML file, "
+                         "e.g. studies/minatar_dqn.yaml")
     if not path.is_file():
         raise StudyError(f"study file {str(path)!r} does not exist")
     try:
@@ -157,8 +168,12 @@ def read(path: str | Path) -> Study:
     out = data.get("out", f"runs/studies/{name}")
     if not isinstance(out, str) or not out.strip():
         raise StudyError(f"{path}: out must be a folder, got {out!r}")
+    results = data.get("results")
+    if results is not None and (not isinstance(results, str) or not results.strip()):
+        raise StudyError(f"{path}: results must be a folder (relative to the study file), got {results!r}")
     return Study(name, path, Path(out), [s.strip() for s in suites], seeds, variants,
-                 _options(data.get("common"), f"{path}: common"), baseline, track, str(data.get("description") or ""))
+                 _options(data.get("common"), f"{path}: common"), baseline, track, str(data.get("description") or ""),
+                 None if results is None else Path(os.path.normpath(path.parent / results)))
 
 
 def _named_loader(text: str, name: str) -> _Loader:
@@ -213,10 +228,11 @@ def slug(suite: str) -> str:
     return f"{len(games)}-games-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
-def plan(study: Study, resolve, host: dict | None = None) -> list[Run]:
+def plan(study: Study, resolve, host: dict | None = None, scale: float = 1.0) -> list[Run]:
     """Every run of the study, each resolved by `resolve(flags) -> config` (the train parser: it raises on an
-    option value no run could use); `host`: options of the machine's share (threads), not of what is learned.
-    Variants first (suite by suite), then the baseline's single-game runs."""
+    option value no run could use); `host`: options of the machine's share (threads), not of what is learned;
+    `scale`: every count of frames, steps, updates or episodes (SCALED) times this, as resolved (presets
+    included), for a tiny run of the same study. Variants first (suite by suite), then the baseline's runs."""
     runs = []
     for suite in study.suites:
         for variant, options in study.variants.items():
@@ -235,6 +251,10 @@ def plan(study: Study, resolve, host: dict | None = None) -> list[Run]:
         run.flags = [*argv(options), f"--suite={run.suite}", f"--seed={run.seed}"]
         where = f"{study.path}: {'baseline' if run.variant == 'baseline' else f'variant {run.variant!r}'}"
         cfg = resolve(run.flags, where)
+        if scale != 1.0:
+            options |= {name: max(1, round(getattr(cfg, name) * scale)) for name in SCALED if getattr(cfg, name) > 0}
+            run.flags = [*argv(options), f"--suite={run.suite}", f"--seed={run.seed}"]
+            cfg = resolve(run.flags, f"{where} at --budget-scale {scale:g}")
         run.config = {name: getattr(cfg, name) for name in TrainConfig.field_names()}
         run.budget = cfg.frames_per_game
     return runs
@@ -316,73 +336,3 @@ def frames_done(run: Run) -> int | None:
     names += [p.stem for p in run.folder.glob("checkpoints/frames_*.pt")]
     numbers = [int(n[7:]) for n in names if n[7:].isdigit()]
     return max(numbers, default=None)
-
-
-def write_report(study: Study, runs: list[Run], wall_s, command: str) -> dict[str, Path]:
-    """OUT/report/: per suite, agents/studies/compare.py over the variants' runs (seeds), the baseline as the
-    reference when the study has one, else the first variant (a subfolder per suite when there are several);
-    and study.md: those tables and every run (variant, suite, seed, status, frames, wall time) with the
-    command that re-runs the study. `wall_s(run)`: seconds the study spent on it, None if unknown."""
-    from mtdqn.agents.studies.compare import CompareError, compare, load
-    from mtdqn.agents.studies.compare_report import markdown, write
-
-    folder = study.out / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths, sections = {}, []
-    for suite in study.suites:
-        labels = {}
-        if study.baseline is not None:  # seed k's single-game runs of the suite's games as one run
-            base = {(r.suite, r.seed): r for r in runs if r.variant == "baseline"}
-            labels["baseline"] = [_joined([load(str(base[g, seed].folder)) for g in resolve_games(suite)], "baseline")
-                                  for seed in study.seeds]
-        for variant in study.variants:
-            labels[variant] = [load(str(r.folder), variant) for r in runs if r.variant == variant and r.suite == suite]
-        head = f"## {suite}\n\n"
-        if len(labels) < 2:
-            sections.append(head + "One variant and no baseline: nothing to compare; the runs are listed below.\n")
-            continue
-        try:
-            result = compare(labels, reference=next(iter(labels)))
-        except CompareError as e:
-            sections.append(head + f"Not compared: {e}\n")
-            continue
-        out = folder if len(study.suites) == 1 else folder / slug(suite)
-        written = write(result, out, labels)
-        paths |= {(k if len(study.suites) == 1 else f"{slug(suite)}/{k}"): p for k, p in written.items()}
-        notes = "".join(f"\nWarning: {w}\n" for w in result.get("warnings", []))
-        sections.append(head + f"Reference: {result['reference']}. Files: {out}/\n\n" + markdown(result) + notes)
-    rows = ["| run | variant | suite | seed | status | frames per game | wall time | folder |",
-            "|---|---|---|---:|---|---:|---:|---|"]
-    for r in runs:
-        frames, wall = frames_done(r), wall_s(r)
-        rows.append(f"| {r.name} | {r.variant} | {r.suite} | {r.seed} | {status(r)} | "
-                    f"{'-' if frames is None else f'{frames:,}'} | {'-' if wall is None else f'{wall / 60:.1f} min'} | "
-                    f"{r.folder} |")
-    text = "\n".join([f"# Study {study.name}", "", *([study.description, ""] if study.description else []),
-                      f"{len(runs)} run{'s' * (len(runs) != 1)}: suites {', '.join(study.suites)}; "
-                      f"variants {', '.join(study.variants)}"
-                      f"{'; a single-game baseline per game' if study.baseline is not None else ''}; seeds "
-                      f"{', '.join(map(str, study.seeds))}. Re-run (finished runs are skipped):", "",
-                      f"    {command}", "", *sections, "## Runs", "", *rows,
-                      "", "Wall time: what this study spent on the run, all segments; - for runs it did not train."])
-    paths["study"] = folder / "study.md"
-    paths["study"].write_text(text + "\n")
-    return paths
-
-
-def _joined(parts: list, label: str):
-    """Several single-game runs' evaluations as one run of all their games (dict fields united)."""
-    import dataclasses
-
-    values = {}
-    for f in dataclasses.fields(parts[0]):
-        got = [getattr(p, f.name) for p in parts]
-        if f.name == "label":
-            values[f.name] = label
-        elif all(isinstance(v, dict) for v in got):
-            values[f.name] = {k: x for v in got for k, x in v.items()}
-        elif all(isinstance(v, str) for v in got):
-            values[f.name] = " + ".join(got)
-        else:
-            values[f.name] = None
-    return type(parts[0])(**values)

@@ -57,10 +57,12 @@ class TrainConfig:
     below 1, several: 0.5 is SPR's 2 updates per step, 0.125 SR-SPR's 8). Each game's stored transition
     is then sampled batch_size / train_frequency times, whatever the number of games."""
     target_update_period: int = 2_000
-    """Gradient updates between target-network syncs (unused when --target-tau > 0)."""
+    """Gradient updates between target-network syncs. --target-tau > 0 replaces the syncs (a preset's or config
+    file's period is then unused; both flags on one command line are refused)."""
     target_tau: float = 0.0
     """Polyak averaging of the target network after every update, theta' <- (1 - tau) theta' + tau theta,
-    instead of periodic syncs; 0: periodic syncs every --target-update-period updates."""
+    instead of periodic syncs (a soft update replaces the hard one, never modifies it); 0: periodic syncs every
+    --target-update-period updates."""
     learning_starts: int = 20_000
     """Frames per game collected (with epsilon_start) before learning and epsilon's decay start."""
     max_grad_norm: float = 10.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict, deque
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -51,7 +52,10 @@ class Progress:
     """One line on stderr every `interval` seconds of wall clock, for runs whose output goes to a file
     (tqdm's bar is off there): frames per game done / budget, agent steps/s, updates, epsilon, the
     latest return per game, ETA. `interval` None: no such lines. Whatever the interval, the run's last
-    call (`force`) also prints `summary_line`: its wall time and throughput, which nothing else keeps.
+    call (`force`) also prints `summary_line`: its wall time and throughput, which nothing else keeps;
+    a session that trained no frame (a resume that only owed its final evaluation) has neither to say.
+    A line's agent steps/s count training time only: what runs `paused()` (an evaluation) is left out,
+    or the line after a 5-minute evaluation would say "1 agent steps/s".
 
     The ETA's rate spans the last `window` lines, back to no earlier than the first step after warm-up
     (the trainer's `learning_starts`); until then the line says 'ETA ? (warm-up)'."""
@@ -63,16 +67,29 @@ class Progress:
         self.start_frames = int(trainer.frames.min())
         self.start_total = self.last_total = int(trainer.frames.sum())
         self.rate = RecentRate(window)
+        self.paused_s = 0.0  # seconds spent paused since the last line
+
+    @contextmanager
+    def paused(self):
+        """Time spent inside (an evaluation) is not training time: the next line's rate leaves it out."""
+        began = self.clock()
+        try:
+            yield
+        finally:
+            self.paused_s += self.clock() - began
 
     def maybe_print(self, recent_return: list[float], epsilon: np.ndarray, force: bool = False) -> None:
         now, t = self.clock(), self.trainer
         done = int(t.frames.min())
         if done >= t.learning_starts:
             self.rate.begin(now, done)
+        total = int(t.frames.sum())
         if force:
-            self.print_line(now, done, recent_return, epsilon)
-            say(summary_line(done - self.start_frames, (int(t.frames.sum()) - self.start_total) / t.protocol.frameskip,
-                             now - self.start))
+            if total > self.last_total:  # else the last line already said it all (or nothing was trained)
+                self.print_line(now, done, recent_return, epsilon)
+            if total > self.start_total:
+                say(summary_line(done - self.start_frames, (total - self.start_total) / t.protocol.frameskip,
+                                 now - self.start))
         elif self.interval is not None and now - self.last >= self.interval:
             self.print_line(now, done, recent_return, epsilon)
 
@@ -82,9 +99,21 @@ class Progress:
         t, total = self.trainer, int(self.trainer.frames.sum())
         self.rate.add(now, done)
         say(progress_line(t.games, t.frames, t.cfg.frames_per_game, (total - self.last_total) / t.protocol.frameskip
-                          / max(now - self.last, 1e-9), t.learner.updates, epsilon, recent_return,
+                          / max(now - self.last - self.paused_s, 1e-9), t.learner.updates, epsilon, recent_return,
                           self.rate.per_second(), warming_up=done < t.learning_starts))
-        self.last, self.last_total = now, total
+        self.last, self.last_total, self.paused_s = now, total, 0.0
+
+
+def warn_refill(frames: int, learning_starts: int, budget: int) -> None:
+    """A run resumed at `frames` per game without its replay learns again only once the replay holds
+    `learning_starts` frames per game anew: say so when that lies at or past the budget, as the session would
+    otherwise end without a gradient update, silently (a budget at most --learning-starts itself is `mtdqn
+    train`'s own warning)."""
+    if frames < budget <= frames + learning_starts and budget > learning_starts:
+        say(f"mtdqn: warning: resumed at {frames:,} frames per game without a saved replay, learning waits until the "
+            f"replay refills --learning-starts {learning_starts:,} frames, at {frames + learning_starts:,}, and "
+            f"--frames-per-game {budget:,} stops before: no gradient update will happen; raise --frames-per-game "
+            f"above {frames + learning_starts:,}")
 
 
 def progress_line(games: list[str], frames: np.ndarray, budget: int, steps_per_s: float, updates: int,

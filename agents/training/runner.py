@@ -34,7 +34,7 @@ from mtdqn.agents.multitask import conflict, structure
 from mtdqn.agents.training.build import auto_env_threads, build_learner, library_versions
 from mtdqn.agents.training.config import TrainConfig
 from mtdqn.agents.training.loop import Loop, catch_signals, next_multiple
-from mtdqn.agents.training.progress import FrameBar, MetricWindow, Progress
+from mtdqn.agents.training.progress import FrameBar, MetricWindow, Progress, warn_refill
 from mtdqn.envs import PROTOCOLS, resolve_games
 from mtdqn.envs.protocol import default_protocol, frame_layout
 
@@ -48,9 +48,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, tracker: Tracker | None = None, state: dict | None = None,
                  progress_interval: float | None = None):
-        self.cfg = cfg
+        self.cfg, self.run_dir = cfg, run_dir
         self.progress_interval = progress_interval  # seconds between progress lines on stderr; None: none
-        self.run_dir = run_dir
         self.tracker = tracker or Tracker(run_dir)
         self.games = resolve_games(cfg.suite)
         cfg.protocol = cfg.protocol or default_protocol(self.games)  # a config built in code, not validated
@@ -72,8 +71,7 @@ class Trainer:
                                          frame_shape=frame_layout(self.games)[0], stack=frame_layout(self.games)[1])
         self.frames = np.zeros(len(self.games), dtype=np.int64)
         self.episodes = np.zeros(len(self.games), dtype=np.int64)
-        self.update_credit = 0.0
-        self.skipped_batches = 0
+        self.update_credit, self.skipped_batches = 0.0, 0
         self.learning_starts = cfg.learning_starts  # in frames per game; moves on a resume without replay
         # epsilon's uncounted frames (earlier refills' total, where the latest began: actor.refilled); the frames
         # per game of a periodic evaluation a signal stopped, owed by the resumed run
@@ -123,7 +121,8 @@ class Trainer:
                     Progress(self, self.progress_interval), catch_signals(self.stop) if signals else (lambda: None))
         if self.eval_owed is not None and self.frames.min() < budget:  # stopped by a signal: this agent's, first
             owed, self.eval_owed = self.eval_owed, None
-            self.evaluate(owed)
+            with loop.progress.paused():
+                self.evaluate(owed)
         return loop
 
     def record(self, loop: Loop, step: ActorStep, updates: list[dict], epsilon: np.ndarray) -> None:
@@ -157,7 +156,8 @@ class Trainer:
                                  refresh=False)
             loop.next_log = next_multiple(done_frames, cfg.log_interval)
         if done_frames >= loop.next_eval and done_frames < budget:
-            self.evaluate(done_frames)
+            with loop.progress.paused():
+                self.evaluate(done_frames)
             loop.next_eval = next_multiple(done_frames, cfg.eval_interval)
         if done_frames >= loop.next_ckpt and done_frames < budget:
             self.save()
@@ -274,8 +274,7 @@ class Trainer:
 
     def after_update(self, ready: list[int]) -> None:
         """Transfer measured every conflict_interval updates of a multi-game batch."""
-        interval = self.cfg.conflict_interval
-        if interval and len(ready) > 1 and self.learner.updates % interval == 0:
+        if (every := self.cfg.conflict_interval) and len(ready) > 1 and self.learner.updates % every == 0:
             self.measure_transfer(ready)
 
     def measure_transfer(self, ready: list[int]) -> conflict.Transfer:
@@ -295,13 +294,14 @@ class Trainer:
         return transfer
 
     def log_gates(self, frames: int) -> None:
-        """Learned sharing: each game's gate density, the mean overlap, and the overlap heatmap (W&B)."""
+        """Learned sharing: gate densities, mean overlap and its heatmap logged; gates.csv, overlap.csv written."""
         gates = structure.hard_gates(self.learner.online)
         self.tracker.log(structure.metrics(gates, self.games), frames)
+        structure.write_csvs(self.run_dir, gates, self.games)
         if len(self.games) > 1:
+            title = f"gate overlap (Jaccard), {frames:,} frames per game"
             self.tracker.log_figures({"train/gate_overlap_heatmap": lambda: structure.heatmap(
-                structure.overlaps(gates)["all"], self.games, f"gate overlap (Jaccard), {frames:,} frames per game")},
-                frames)
+                structure.overlaps(gates)["all"], self.games, title)}, frames)
 
     # -- evaluation and checkpoints ---------------------------------------------------------------
     def evaluate(self, frames_per_game: int) -> dict | None:
@@ -322,7 +322,7 @@ class Trainer:
         out = self.run_dir / "evals" / f"frames_{frames_per_game:09d}"
         paths = write_report(report, out)
         paths["curves"] = plot_learning_curves(learning_curves(self.run_dir, frames_per_game),
-                                               self.run_dir / "learning_curves.png")
+                                               self.run_dir / "learning_curves.png", self.games)
         videos = {g: out / "videos" / f"{g}.mp4" for g in self.games} if cfg.video else {}
         for gid, (game, path) in enumerate(videos.items()):
             record_video(self.learner.online, game, gid, self.protocol, cfg.eval_epsilon, cfg.seed, path, cfg.device)
@@ -350,8 +350,7 @@ class Trainer:
         self.learner.load_state_dict(state["learner"])
         self.frames[:] = state["frames"]
         self.episodes[:] = state["episodes"]
-        self.update_credit = state["update_credit"]
-        self.skipped_batches = state["skipped_batches"]
+        self.update_credit, self.skipped_batches = state["update_credit"], state["skipped_batches"]
         torch.set_rng_state(state["rng"]["torch"])  # the network stream; the others were loaded first
         if "cuda" in state["rng"] and self.learner.device.type == "cuda":  # gate noise and resets drawn on the GPU
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -365,6 +364,7 @@ class Trainer:
             self.learning_starts = frames + starts
             self.epsilon_paused += int(refilled(np.array(frames), since, starts, self.epsilon_paused))
             self.refill_from = frames
+            warn_refill(frames, starts, self.cfg.frames_per_game)
         self.tracker.truncate_after(frames)
         conflict.truncate_csv(self.run_dir / "conflict.csv", frames)
         set_aside_later_evals(self.run_dir, frames)

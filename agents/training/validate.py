@@ -16,8 +16,9 @@ _NON_NEGATIVE = ("env_threads", "learning_starts", "max_grad_norm", "eval_interv
 _UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "eval_epsilon", "popart_beta", "target_tau")
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise ConfigError on the first value no run could use."""
+def validate(cfg: TrainConfig, given: set[str] = frozenset()) -> TrainConfig:
+    """Raise ConfigError on the first value no run could use; `given`: the --flags on the command line, for
+    options that contradict each other only when both are asked for."""
     for name in _POSITIVE:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
@@ -37,6 +38,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.wandb_checkpoints and not cfg.track:
         raise ConfigError("--wandb-checkpoints uploads checkpoints to W&B: add --track")
     check_family(cfg)
+    check_intervals(cfg)
+    check_target(cfg, given)
     check_life_loss(cfg)
     check_device(cfg.device)
     check_multitask(cfg)
@@ -70,6 +73,30 @@ def check_family(cfg: TrainConfig) -> None:
     if cfg.input_layer == "per-game" and family != "minatar":
         raise ConfigError("--input-layer per-game is for MinAtar games (4 to 10 channels each); ALE games share "
                           "one input format: use --input-layer shared")
+
+
+def check_intervals(cfg: TrainConfig) -> None:
+    """Intervals count emulator frames per game, which advance an agent step (4 frames on ALE) at a time: one
+    shorter than a step would act at every step of the loop."""
+    from mtdqn.envs import PROTOCOLS
+
+    if cfg.protocol is None:  # an unknown suite: its own error comes first
+        return
+    step = PROTOCOLS[cfg.protocol].frameskip
+    for name, zero in (("eval_interval", "0 (only at the end) or "), ("checkpoint_interval", "0 (only at the end) or "),
+                       ("log_interval", "")):
+        if 0 < getattr(cfg, name) < step:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is less than one agent step "
+                              f"({step} emulator frames per game): use {zero}at least {step}")
+
+
+def check_target(cfg: TrainConfig, given: set[str]) -> None:
+    """--target-tau > 0 averages the target after every update instead of syncing it every
+    --target-update-period updates: asking for both is asking for two target updates at once."""
+    if cfg.target_tau > 0 and "--target-update-period" in given:
+        raise ConfigError(f"--target-update-period {cfg.target_update_period} sets periodic target syncs, which "
+                          f"--target-tau {cfg.target_tau:g} replaces with Polyak averaging after every update: give "
+                          "one of the two (--target-tau 0 keeps the periodic syncs)")
 
 
 def check_life_loss(cfg: TrainConfig) -> None:
