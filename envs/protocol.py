@@ -56,8 +56,9 @@ def episode_cap(protocol: dict) -> dict:
     frames, the protocol's own (108,000: 30 minutes of play), and whether the first lies below the second (an
     --max-episode-frames override), which makes its scores those of cut-short episodes: pong's -21 of a whole
     game is about -2 at 400 frames."""
-    cap, named = int(protocol["max_frames_per_episode"]), PROTOCOLS.get(protocol.get("name"))
+    named = PROTOCOLS.get(protocol.get("name"))
     own = named.max_frames_per_episode if named else Protocol.__dataclass_fields__["max_frames_per_episode"].default
+    cap = int(protocol.get("max_frames_per_episode", own))  # a record without it: the protocol's own
     return {"frames": cap, "protocol_frames": own, "below_protocol": cap < own}
 
 

@@ -105,7 +105,8 @@ def test_a_checkpoint_holds_every_stream_and_a_resume_continues_them(tmp_path, m
 
 def test_a_checkpoint_without_streams_resumes_with_one_warning(tmp_path, capsys):
     """Checkpoints written before the streams kept the actor's, the replay's and torch's RNG: those come
-    back (the actor's as exploration), the rest start from the seed, said in one line."""
+    back (the actor's as exploration), the rest start from the seed, said in one line (the other line: this
+    short resume ends before its refilled replay lets it learn)."""
     run = tmp_path / "old"
     Trainer(config(run, frames_per_game=400), run).run()
     state = checkpoint.load(checkpoint.latest(run))
@@ -115,7 +116,10 @@ def test_a_checkpoint_without_streams_resumes_with_one_warning(tmp_path, capsys)
     t = Trainer(config(run, frames_per_game=480), run, state=state)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == ["mtdqn: warning: the checkpoint has no state for the random stream(s) emulator, augment, "
-                        "measure_replay, measure_augment (written before they existed): they start afresh from seed 0"]
+                        "measure_replay, measure_augment (written before they existed): they start afresh from seed 0",
+                        "mtdqn: warning: resumed at 400 frames per game without a saved replay, learning waits until "
+                        "the replay refills --learning-starts 200 frames, at 600, and --frames-per-game 480 stops "
+                        "before: no gradient update will happen; raise --frames-per-game above 600"]
     assert t.actor.rng.bit_generator.state == state["rng"]["actor"]
     assert t.replay.rng.bit_generator.state == state["rng"]["replay"]
     t.run()
