@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from mtdqn.agents.studies.study import Run, Study, final_evaluation
+from mtdqn.agents.training.run_folder import LOCK
 
 SMALL_FILES = ("config.yaml", "command.txt", "train.log", "metrics.jsonl", "conflict.csv", "learning_curves.png",
                "gates.csv", "overlap.csv")  # the last two: what `mtdqn sharing RUN` writes of a learned run
@@ -83,4 +84,4 @@ def keep_finished(study: Study, runs: list[Run]) -> list[Run]:
 
 
 def _holds_anything(folder: Path) -> bool:
-    return folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
+    return folder.is_dir() and any(p.name != LOCK for p in folder.iterdir())
