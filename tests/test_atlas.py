@@ -178,7 +178,7 @@ def error_of(argv: list[str], capsys) -> str:
     ("no alone", [f"{A}+{B}+{F} has 3 run(s) but {F} has no finished alone run"]),
     ("budgets", ["mixed budgets", "1,000", "2,000"]),
     ("predictor", ["unknown predictor 'gates': choose from cosine, affinity, overlap"]),
-    ("variants", ["runs of", "differ in input_layer", "--variants"]),
+    ("variants", ["runs of", "differ in learning_rate", "--variants"]),
     ("variant", ["--variants nope: no run", "the variants there are learned, shared"]),
     ("since", ["conflict.csv has no measurement at or after --since-frames 5,000: lower it"]),
     ("unfinished", ["no finished single-game or hard-sharing run", "1 unfinished"]),
@@ -198,7 +198,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, c
     elif case == "predictor":
         argv += ["--predictors", "cosine,gates"]
     elif case == "variants":
-        run(root, "per-game", GAMES, 0, {g: 0.1 for g in GAMES}, input_layer="per-game")
+        run(root, "faster", GAMES, 0, {g: 0.1 for g in GAMES}, learning_rate=0.001)
     elif case == "variant":
         argv += ["--variants", "nope"]
     elif case == "since":
@@ -217,6 +217,17 @@ def test_variants_pick_the_runs(tmp_path, capsys):
     run(root, "per-game", GAMES, 0, {g: 0.1 for g in GAMES}, input_layer="per-game")
     main(["atlas", str(root), "--variants", "shared", "--predictors", "", "--out", str(tmp_path / "out"), *REPS])
     assert "## Each game in the 3-game run (all 3 games) against alone" in capsys.readouterr().out
+
+
+def test_an_option_an_older_run_lacks_is_not_compared(tmp_path, capsys):
+    # runs made before an option existed pool with runs that record it (as `mtdqn study` takes them); W&B
+    # options say where a run logged, not what it learned
+    root = study(tmp_path / "s")
+    newer = root / "shared" / "minatar-asterix" / "seed2" / "config.yaml"
+    newer.write_text(yaml.safe_dump({**yaml.safe_load(newer.read_text()), "input_layer": "shared",
+                                     "wandb_checkpoints": False, "wandb_project": "elsewhere"}))
+    main(["atlas", str(root), "--predictors", "", "--out", str(tmp_path / "out"), *REPS])
+    assert f"| {A} | {B} | 3 / 3 |" in capsys.readouterr().out
 
 
 def test_the_committed_minatar_runs(tmp_path):

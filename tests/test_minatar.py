@@ -70,8 +70,8 @@ def test_the_minatar_torso_and_its_per_game_input_layer():
 
 def test_train_evaluate_and_resume_two_minatar_games(tmp_path):
     run = tmp_path / "run"
-    mtdqn("train", "--suite", "minatar/breakout,minatar/asterix", *TINY, "--input-layer", "per-game",
-          "--frames-per-game", "750", "--out", run, cwd=tmp_path)
+    mtdqn("train", "--suite", "minatar/breakout,minatar/asterix", *TINY, "--frames-per-game", "750", "--out", run,
+          cwd=tmp_path)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["protocol"] == "minatar" and config["input_layer"] == "per-game"  # resolved from the games
     resumed = mtdqn("train", "--resume", run, "--frames-per-game", "1500", cwd=tmp_path)
@@ -91,6 +91,21 @@ def test_train_evaluate_and_resume_two_minatar_games(tmp_path):
     assert "| minatar/breakout |" in evaluated and "| DQN-normalized |" in evaluated
     wrong = mtdqn("evaluate", run, "--protocol", "machado", cwd=tmp_path, check=False)
     assert wrong.returncode == 2 and "choose one of minatar, minatar_full" in wrong.stderr
+
+
+@pytest.mark.parametrize("suite, given, used", [
+    ("minatar/breakout,minatar/asterix", None, "per-game"),  # the input-layer study's finding (docs/minatar.md)
+    ("minatar", None, "per-game"),
+    ("minatar/breakout", None, "shared"),  # one game: the MinAtar paper's network
+    ("pong,breakout", None, "shared"),  # ALE: one input format
+    ("minatar", "shared", "shared"),  # asked for: kept
+    ("minatar/breakout", "per-game", "per-game")])
+def test_the_input_layer_default_follows_the_games(suite, given, used):
+    from mtdqn.agents.training.config import TrainConfig
+    from mtdqn.agents.training.validate import validate
+
+    cfg = validate(TrainConfig(suite=suite, input_layer=given))
+    assert cfg.input_layer == used
 
 
 def test_hns_on_minatar_is_the_dqn_normalized_score_by_hand():

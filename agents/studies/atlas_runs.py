@@ -33,7 +33,7 @@ from mtdqn.agents.studies.study import UNCOMPARED, final_evaluation
 from mtdqn.envs import GameError, resolve_games
 
 # options that say where a run ran, how often it measured, logged or saved, not what it learned
-IGNORED = {*UNCOMPARED, "seed", "wandb_project", "wandb_entity", "wandb_tags", "wandb_group", "eval_interval",
+IGNORED = {*UNCOMPARED, "seed", "eval_interval",
            "checkpoint_interval", "keep_checkpoints", "log_interval", "video", "save_replay", "conflict_interval",
            "conflict_batch_size", "affinity_step", "affinity_lr"}
 SKIPPED = {"evals", "checkpoints", "wandb", "logs", "report"}  # folders of a run or study that hold no runs
@@ -94,7 +94,8 @@ def read_run(folder: Path) -> Run:
         raise AtlasError(f"{path}: {e}") from None
     variant = folder.parent.parent.name if re.fullmatch(r"seed\d+", folder.name) else folder.parent.name
     run = Run(folder, variant, games, config.get("seed"), config["frames_per_game"],
-              str(config.get("sharing", "shared")), {k: v for k, v in config.items() if k not in IGNORED})
+              str(config.get("sharing", "shared")),
+              {k: v for k, v in config.items() if k not in IGNORED and not k.startswith("wandb_")})
     final = final_evaluation(folder, run.budget)
     if final is not None:
         run.scores = read_scores(final, games)
@@ -177,10 +178,11 @@ def collect(folders: list[str], variants: list[str] | None = None) -> Runs:
 
 
 def same_configuration(runs: list[Run], what: str) -> None:
-    """Runs pooled as seeds must be seeds of one configuration: same learning options, distinct seeds."""
+    """Runs pooled as seeds must be seeds of one configuration: same learning options, distinct seeds. An option
+    one config.yaml lacks (a run made before the option existed) is not compared, as `mtdqn study` does."""
     first = runs[0]
     for other in runs[1:]:
-        differ = next((k for k in sorted(first.options.keys() | other.options.keys())
+        differ = next((k for k in sorted(first.options.keys() & other.options.keys())
                        if first.options.get(k) != other.options.get(k)), None)
         if differ is not None:
             raise AtlasError(f"runs of {what} differ in {differ}: {first.options.get(differ)!r} in {first.folder}, "

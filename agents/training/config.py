@@ -83,10 +83,12 @@ class TrainConfig:
     norm: Literal["none", "layer"] = "none"
     """Normalization layers in the torso. layer: GroupNorm(1 group) after each convolution and
     LayerNorm after the dense layer, before their ReLUs."""
-    input_layer: Literal["shared", "per-game"] = "shared"
+    input_layer: Literal["shared", "per-game"] | None = None
     """MinAtar: how games with 4 to 10 channels enter one torso. shared: every observation zero-padded to
     10 channels into the same convolution; per-game: each game's own 1x1 convolution first (identity at
-    start). ALE games have one input format: shared only."""
+    start). Default: per-game for two or more MinAtar games (it learned better in docs/minatar.md's study,
+    3 runs each), shared for one game (the MinAtar paper's network) and for ALE games, which have one input
+    format (config.yaml records the one used)."""
     padding: Literal["valid", "same"] = "valid"
     """Convolution padding of the torso. valid: the Nature network's (dense layer reads 3,136 features);
     same: TensorFlow's SAME padding, as Dopamine's JAX agents (DER, DrQ, SPR) have it (7,744 features)."""

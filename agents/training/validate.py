@@ -50,8 +50,8 @@ def validate(cfg: TrainConfig, given: set[str] = frozenset()) -> TrainConfig:
 
 
 def check_family(cfg: TrainConfig) -> None:
-    """The protocol fits the games' family (resolved from them when not given, and recorded so); a per-game
-    input layer is MinAtar's. An unknown game is left to the caller's own message."""
+    """The protocol fits the games' family and the input layer is MinAtar's (each resolved from the games when
+    not given, and recorded so). An unknown game is left to the caller's own message."""
     from mtdqn.envs import PROTOCOLS, GameError, resolve_games
     from mtdqn.envs.protocol import default_protocol, family_of
 
@@ -70,6 +70,8 @@ def check_family(cfg: TrainConfig) -> None:
     if family == "minatar" and cfg.random_shift:
         raise ConfigError(f"--random-shift {cfg.random_shift} shifts ALE's 84x84 frames; on MinAtar's 10x10 grid it "
                           f"would move objects off the board: use --random-shift 0")
+    if cfg.input_layer is None:
+        cfg.input_layer = "per-game" if family == "minatar" and len(games) > 1 else "shared"
     if cfg.input_layer == "per-game" and family != "minatar":
         raise ConfigError("--input-layer per-game is for MinAtar games (4 to 10 channels each); ALE games share "
                           "one input format: use --input-layer shared")
