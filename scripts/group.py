@@ -1,8 +1,10 @@
-"""`mtdqn group --affinity FILE --networks K [--budget-ms B]`: the partition of the games that maximizes
-within-group affinity, with at most K networks and, given a budget, torsos whose summed update time fits it.
+"""`mtdqn group --affinity FILE --networks K [--budget-ms B] [--random]`: the partition of the games that
+maximizes within-group affinity, with at most K networks and, given a budget, torsos whose summed update time
+fits it; or, with --random, a partition into K groups drawn at random, the baseline a chosen grouping must beat.
 
 The cost of a torso serving n games is measured here, once per n, as the median time of a learner
-update with batch_size samples of each of its games: what this machine will pay per update.
+update with batch_size samples of each of its games (the torso of the games' family): what this machine
+will pay per update.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 
 from mtdqn.agents.multitask.grouping import (best_partition, group_score, partition_cost, partition_score,
-                                            read_affinity)
+                                            random_partition, read_affinity)
 from mtdqn.agents.multitask.sharing import groups_string
+from mtdqn.envs.protocol import family_of
 from mtdqn.scripts.cli import UsageError, parse_options
 
 
@@ -29,44 +32,30 @@ class GroupArgs:
     groups-affinity-k2.txt, so groupings of affinity.csv and cosine.csv do not overwrite each other);
     `--groups FILE` reads it."""
     seed: int = 0
-    """Seed of the heuristic's random restarts (above the exact-search size)."""
+    """Seed of the heuristic's random restarts (above the exact-search size), or of --random's draw."""
     budget_ms: float | None = None
     """Compute budget: the chosen torsos' summed per-update time, in ms, measured on this machine."""
     batch_size: int = 32
     """--budget-ms: transitions per game in the measured updates (the run's --batch-size)."""
+    random: bool = False
+    """Draw a partition into exactly K groups uniformly at random (seeded by --seed) instead of choosing one:
+    the baseline for a chosen grouping at the same number of networks. It is scored under the matrix beside
+    the best partition's score; the file is groups-<matrix>-k<K>-random<seed>.txt."""
 
 
-def update_ms(num_games: int, batch_size: int, repeats: int = 5) -> float:
-    """Median ms of one learner update of a one-torso network serving num_games games (1 torch thread)."""
-    import time
+def update_ms(num_games: int, batch_size: int, family: str) -> float:
+    """ms of one update of a torso serving num_games games of this family (agents/bench/update_cost.py)."""
+    from mtdqn.agents.bench.update_cost import torso_update_ms
 
-    import numpy as np
-    import torch
-
-    from mtdqn.agents.core.learner import DQNLearner
-    from mtdqn.agents.core.network import MultiHeadQNetwork
-    from mtdqn.agents.core.replay import Batch
-
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    n = num_games * batch_size
-    frames = lambda: rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)  # noqa: E731
-    batch = Batch(obs=frames(), action=rng.integers(0, 4, n), rewards=rng.random((n, 3), dtype=np.float32),
-                  terminated=np.zeros(n, bool), steps=np.full(n, 3), next_obs=frames(),
-                  game=np.repeat(np.arange(num_games), batch_size))
-    learner = DQNLearner(MultiHeadQNetwork([4] * num_games))
-    times = []
-    for _ in range(repeats + 1):  # the first update warms up allocations
-        start = time.perf_counter()
-        learner.update(batch)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times[1:]))
+    return torso_update_ms(num_games, batch_size, family)
 
 
-def default_out(affinity: str, networks: int) -> Path:
-    """groups-<source>-k<K>.txt beside the source: named by the matrix and K, as either changes the groups."""
+def default_out(affinity: str, networks: int, random_seed: int | None = None) -> Path:
+    """groups-<source>-k<K>.txt beside the source: named by the matrix and K, as either changes the groups
+    (a random draw adds -random<seed>)."""
     source = Path(affinity)
-    return source.with_name(f"groups-{source.stem}-k{networks}.txt")
+    drawn = "" if random_seed is None else f"-random{random_seed}"
+    return source.with_name(f"groups-{source.stem}-k{networks}{drawn}.txt")
 
 
 def main(argv: list[str]) -> None:
@@ -78,8 +67,12 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"--budget-ms must be > 0, got {args.budget_ms}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.random and args.budget_ms is not None:
+        raise UsageError("--random draws a partition without choosing: drop --budget-ms, or drop --random to choose "
+                         "within the budget")
     games, affinity = read_affinity(args.affinity)
-    out = Path(args.out) if args.out else default_out(args.affinity, args.networks)
+    out = Path(args.out) if args.out else default_out(args.affinity, args.networks,
+                                                      args.seed if args.random else None)
     if out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give a file name")
     cost = None
@@ -88,12 +81,20 @@ def main(argv: list[str]) -> None:
         print(f"measuring one update per torso size (1 to {len(games)} game{'s' * (len(games) != 1)}, batch "
               f"{args.batch_size} per game)...",
               file=sys.stderr)
-        cost = {n: update_ms(n, args.batch_size) for n in sizes}
+        cost = {n: update_ms(n, args.batch_size, family_of(games)) for n in sizes}
         print("| games per torso | ms per update |\n|---:|---:|")
         for n in sizes:
             print(f"| {n} | {cost[n]:.1f} |")
         print()
     labels, score, method = best_partition(affinity, args.networks, args.seed, cost, args.budget_ms)
+    if args.random:
+        best = score
+        labels, count = random_partition(len(games), args.networks, args.seed)
+        score = partition_score(affinity, labels)
+        k = max(labels) + 1
+        method = (f"drawn at random (--seed {args.seed}) from the {'' if count is None else f'{count:,} '}partitions "
+                  f"into exactly {k} group{'s' * (k != 1)}; the best partition into <= {args.networks} scores "
+                  f"{best:+.4g}")
     groups = [[g for g, l in zip(games, labels) if l == k] for k in range(max(labels) + 1)]
     print(f"{len(games)} game{'s' * (len(games) != 1)}, at most {args.networks} network{'s' * (args.networks != 1)}; "
           f"{method}\n")
@@ -107,7 +108,7 @@ def main(argv: list[str]) -> None:
     print(f"\ntotal score {score:+.4g} (all games in one network: {together:+.4g}; each game alone: 0)")
     chosen = groups_string(groups)
     print(f"\n--groups \"{chosen}\"")
-    budget = f" --budget-ms {args.budget_ms:g}" if cost else ""
-    out.write_text(f"# mtdqn group --affinity {args.affinity} --networks {args.networks}{budget}: score {score:+.4g}\n"
+    how = f" --budget-ms {args.budget_ms:g}" if cost else f" --random --seed {args.seed}" if args.random else ""
+    out.write_text(f"# mtdqn group --affinity {args.affinity} --networks {args.networks}{how}: score {score:+.4g}\n"
                    f"{chosen}\n")
     print(f"wrote {out}: train with --sharing grouped --groups {out}", file=sys.stderr)

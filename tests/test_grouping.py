@@ -105,7 +105,7 @@ def test_a_budget_keeps_only_groupings_whose_torsos_fit_it():
 def test_group_command_measures_torso_costs_and_chooses_within_the_budget(tmp_path, monkeypatch, capsys):
     from mtdqn.scripts import group
     measured = []
-    monkeypatch.setattr(group, "update_ms", lambda n, batch: measured.append((n, batch)) or COST[n])
+    monkeypatch.setattr(group, "update_ms", lambda n, batch, family: measured.append((n, batch, family)) or COST[n])
     path = tmp_path / "affinity.csv"
     games = ["a", "b", "c", "d"]
     path.write_text("source\\target," + ",".join(games) + "\n" +
@@ -113,15 +113,61 @@ def test_group_command_measures_torso_costs_and_chooses_within_the_budget(tmp_pa
     group.main(["--affinity", str(path), "--networks", "4", "--budget-ms", "35", "--batch-size", "8",
                         "--out", str(tmp_path / "groups.txt")])
     out = capsys.readouterr().out
-    assert measured == [(n, 8) for n in range(1, 5)]  # once per torso size
+    assert measured == [(n, 8, "ale") for n in range(1, 5)]  # once per torso size
     assert "| 1 | a, b, c, d | -0.06667 | 30.0 |" in out and "summed update time 30.0 ms (budget 35 ms)" in out
     assert parse_groups(str(tmp_path / "groups.txt"), games) == [0, 0, 0, 0]
 
 
 def test_update_cost_is_measured_for_real():
-    from mtdqn.scripts.group import update_ms
+    from mtdqn.agents.bench.update_cost import torso_update_ms
 
-    assert update_ms(1, batch_size=2, repeats=1) > 0
+    assert torso_update_ms(1, batch_size=2, repeats=1) > 0
+    assert torso_update_ms(3, batch_size=2, family="minatar", repeats=1) > 0  # MinAtar grids, per-game input layers
+
+
+def write_matrix(path, games, matrix) -> None:
+    path.write_text("source\\target," + ",".join(games) + "\n" +
+                    "".join(f"{g}," + ",".join(map(str, row)) + "\n" for g, row in zip(games, matrix)))
+
+
+def test_minatar_games_are_priced_with_the_minatar_torso(tmp_path, monkeypatch, capsys):
+    from mtdqn.scripts import group
+    measured = []
+    monkeypatch.setattr(group, "update_ms", lambda n, batch, family: measured.append(family) or COST[n])
+    games = ["minatar/asterix", "minatar/breakout", "minatar/freeway", "minatar/seaquest"]
+    write_matrix(tmp_path / "realized.csv", games, PAIRS)
+    group.main(["--affinity", str(tmp_path / "realized.csv"), "--networks", "2", "--budget-ms", "100"])
+    assert measured == ["minatar"] * 4
+
+
+def test_a_random_partition_is_uniform_over_partitions_into_exactly_k_groups():
+    # 4 games into exactly 2 groups: S(4, 2) = 7 partitions; 1,400 seeded draws, 200 expected for each
+    draws = [tuple(grouping.random_partition(4, 2, seed)[0]) for seed in range(1400)]
+    counts = {p: draws.count(p) for p in set(draws)}
+    assert grouping.random_partition(4, 2, 0)[1] == 7 and len(counts) == 7
+    assert all(150 <= c <= 250 for c in counts.values()), counts  # 3.5 standard deviations each side
+    assert grouping.random_partition(4, 2, 5) == grouping.random_partition(4, 2, 5)  # the seed fixes the draw
+    assert grouping.random_partition(3, 5, 0) == ([0, 1, 2], 1)  # more networks than games: each game alone
+    labels, count = grouping.random_partition(12, 3, 0)  # above the exact size: redrawn until 3 groups
+    assert count is None and sorted(set(labels)) == [0, 1, 2] and labels[0] == 0
+
+
+def test_group_random_writes_its_draw_beside_the_matrix(tmp_path, capsys):
+    from mtdqn.scripts import group
+    games = ["a", "b", "c", "d"]
+    write_matrix(tmp_path / "realized.csv", games, PAIRS)
+    group.main(["--affinity", str(tmp_path / "realized.csv"), "--networks", "2", "--random", "--seed", "3"])
+    out, err = capsys.readouterr()
+    written = tmp_path / "groups-realized-k2-random3.txt"
+    assert f"wrote {written}" in err and "drawn at random (--seed 3) from the 7 partitions into exactly 2 groups" in out
+    assert "the best partition into <= 2 scores +1.4" in out  # (0.4 + 0.3) + (0.5 + 0.2)
+    labels = parse_groups(str(written), games)
+    assert len(set(labels)) == 2 and labels == grouping.random_partition(4, 2, 3)[0]
+    assert written.read_text().startswith(f"# mtdqn group --affinity {tmp_path}/realized.csv --networks 2 --random "
+                                          f"--seed 3: score {partition_score(PAIRS, labels):+.4g}\n")
+    from mtdqn.scripts.cli import UsageError  # the command line prints it as one line and exits 2
+    with pytest.raises(UsageError, match="--random draws a partition without choosing: drop --budget-ms"):
+        group.main(["--affinity", str(tmp_path / "realized.csv"), "--random", "--budget-ms", "50"])
 
 
 def test_groups_files_are_named_by_their_matrix_and_k(tmp_path, capsys):

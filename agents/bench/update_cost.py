@@ -55,6 +55,30 @@ def random_batch(games: int, per_game: int = 32, n_step: int = 10, seed: int = 0
                  game=np.repeat(np.arange(games), per_game))
 
 
+def torso_update_ms(num_games: int, batch_size: int, family: str = "ale", repeats: int = 5) -> float:
+    """Median ms of one learner update of one torso serving num_games games (1 torch thread), what `mtdqn group
+    --budget-ms` prices a group at: the Nature torso on stacks of 84x84 frames for ALE games; for MinAtar the
+    paper's torso on 10-channel grids, with the per-game input layer a multi-game MinAtar agent has by default."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    n = num_games * batch_size
+    shape = (n, 10, 10, 10) if family == "minatar" else (n, 4, 84, 84)
+    high = 2 if family == "minatar" else 256  # MinAtar's channels are 0/1
+    batch = Batch(obs=rng.integers(0, high, shape, dtype=np.uint8), action=rng.integers(0, 4, n),
+                  rewards=rng.random((n, 3), dtype=np.float32), terminated=np.zeros(n, bool), steps=np.full(n, 3),
+                  next_obs=rng.integers(0, high, shape, dtype=np.uint8),
+                  game=np.repeat(np.arange(num_games), batch_size))
+    network = MultiHeadQNetwork([4] * num_games, **({"torso": "minatar", "adapter": num_games > 1}
+                                                    if family == "minatar" else {}))
+    learner = DQNLearner(network)
+    times = []
+    for _ in range(repeats + 1):  # the first update warms up allocations
+        start = time.perf_counter()
+        learner.update(batch)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[1:]))
+
+
 def build(v: Variant, precision: str = "fp32") -> DQNLearner:
     """The drq-eps learner (dueling, random shift 4, intensity 0.05, no clipping) in variant `v`."""
     network = MultiHeadQNetwork([18] * v.games, dueling=True, padding=v.padding,

@@ -104,6 +104,26 @@ def best_partition(affinity: np.ndarray, max_groups: int, seed: int = 0, cost: d
         f"until no move improves, best of 20 restarts",)
 
 
+def random_partition(n: int, k: int, seed: int) -> tuple[list[int], int | None]:
+    """A partition of n games into exactly min(k, n) groups, drawn uniformly from all such partitions: the
+    baseline a chosen grouping must beat (same number of networks, no knowledge of the games). Returns the
+    labels and how many such partitions there are (None above EXACT_MAX_GAMES, where a uniform labelling
+    is redrawn until every group is used: each partition into k groups has k! labellings, so it is uniform too)."""
+    if k < 1:
+        raise GroupsError(f"--networks must be at least 1, got {k}")
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    if n <= EXACT_MAX_GAMES:
+        exact = [p for p in _partitions(n, k) if len(set(p)) == k]
+        return list(exact[rng.integers(len(exact))]), len(exact)
+    for _ in range(100_000):
+        labels = rng.integers(0, k, n)
+        if len(set(labels.tolist())) == k:
+            return _canonical(labels.tolist()), None
+    raise GroupsError(f"no random partition of {n} games into exactly {k} groups found in 100,000 draws: "
+                      f"ask for fewer --networks")
+
+
 def _partitions(n: int, k: int):
     """Restricted growth strings: every partition of n items into at most k blocks, once."""
     labels = [0] * n
