@@ -62,6 +62,8 @@ BAD = [
     ("unknown game", "variants: {a: {}}\n", ["'brekout'", "breakout"]),
     ("bad seeds", "variants: {a: {}}\n", ["seeds must be a list of integers >= 0"]),
     ("reserved name", "variants: {report: {}}\n", ["variant name 'report'"]),
+    ("per-seed list too short", "variants: {a: {learning-rate: [0.1, 0.2]}}\n",
+     ["variant 'a'", "'learning-rate' lists 2 values for 1 seed", "one value per seed"]),
 ]
 
 
@@ -98,6 +100,17 @@ def test_the_plan_lays_out_variants_suites_seeds_and_a_baseline_per_game(tmp_pat
         assert flag in line.split()
     assert "--dueling" not in next(l for l in proc.stdout.splitlines() if "baseline/qbert" in l)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_list_gives_each_seed_its_own_value(tmp_path):
+    # e.g. each seed's own random grouping (`mtdqn group --random --seed S`), kept by seed under --seeds
+    groups = ["pong;breakout;qbert", "pong,breakout;qbert", "pong;breakout,qbert"]
+    path = write_study(tmp_path, suite="pong,breakout,qbert", seeds=[0, 1, 2], baseline=False,
+                       variants={"random": {"sharing": "grouped", "groups": groups}})
+    lines = study(path, "--dry-run", "--seeds", "0,2", cwd=tmp_path).stdout.splitlines()[:-1]
+    assert [line.split()[1] for line in lines] == ["random/pong+breakout+qbert/seed0", "random/pong+breakout+qbert/seed2"]
+    # the dry run prints commands to paste into a shell: a ';' is quoted
+    assert "'--groups=pong;breakout;qbert'" in lines[0].split() and "'--groups=pong;breakout,qbert'" in lines[1].split()
 
 
 @pytest.fixture(scope="module")

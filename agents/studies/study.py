@@ -159,9 +159,9 @@ def read(path: str | Path) -> Study:
         if not isinstance(v, str) or not NAME.fullmatch(v) or v in RESERVED:
             raise StudyError(f"{path}: variant name {v!r} must be letters, digits, '_', '.' or '-' (a folder name), "
                              f"and not {', '.join(RESERVED)}")
-    variants = {v: _options(options, f"{path}: variant {v!r}") for v, options in variants.items()}
+    variants = {v: _options(options, f"{path}: variant {v!r}", seeds) for v, options in variants.items()}
     baseline = data.get("baseline", False)  # `baseline:` or `baseline: {}`: one with the common options only
-    baseline = None if baseline is False else _options(baseline, f"{path}: baseline")
+    baseline = None if baseline is False else _options(baseline, f"{path}: baseline", seeds)
     track = data.get("track", False)
     if not isinstance(track, bool):
         raise StudyError(f"{path}: track must be true or false, got {track!r}")
@@ -172,7 +172,8 @@ def read(path: str | Path) -> Study:
     if results is not None and (not isinstance(results, str) or not results.strip()):
         raise StudyError(f"{path}: results must be a folder (relative to the study file), got {results!r}")
     return Study(name, path, Path(out), [s.strip() for s in suites], seeds, variants,
-                 _options(data.get("common"), f"{path}: common"), baseline, track, str(data.get("description") or ""),
+                 _options(data.get("common"), f"{path}: common", seeds), baseline, track,
+                 str(data.get("description") or ""),
                  None if results is None else Path(os.path.normpath(path.parent / results)))
 
 
@@ -182,9 +183,15 @@ def _named_loader(text: str, name: str) -> _Loader:
     return loader
 
 
-def _options(options, where: str) -> dict:
+class PerSeed(dict):
+    """An option given as a list in a study file: one value per seed, in the order of the file's seeds
+    (e.g. each seed's own random grouping), kept by seed so that `--seeds` may run a subset."""
+
+
+def _options(options, where: str, seeds: list[int] | None = None) -> dict:
     """Train options by field name from a mapping of option: value (dashes or underscores); unknown options
-    get a suggestion, options the study sets itself say where they go."""
+    get a suggestion, options the study sets itself say where they go. With `seeds`, a list is one value per
+    seed (a PerSeed)."""
     if options is None:
         return {}
     if not isinstance(options, dict):
@@ -199,10 +206,20 @@ def _options(options, where: str) -> dict:
             close = difflib.get_close_matches(name, [n for n in names if n not in OWNED], n=1)
             raise StudyError(f"{where}: unknown option {key!r}"
                              + (f" (did you mean {close[0].replace('_', '-')}?)" if close else ""))
-        if isinstance(value, (list, dict)):
+        if isinstance(value, list) and seeds is not None:
+            if len(value) != len(seeds) or any(isinstance(v, (list, dict)) for v in value):
+                raise StudyError(f"{where}: option {key!r} lists {len(value)} value{'s' * (len(value) != 1)} for "
+                                 f"{len(seeds)} seed{'s' * (len(seeds) != 1)}: a list gives one value per seed, in "
+                                 f"the order of seeds")
+            value = PerSeed(zip(seeds, value))
+        elif isinstance(value, (list, dict)):
             raise StudyError(f"{where}: option {key!r} takes one value, got {value!r}")
         out[name] = value
     return out
+
+
+def _for_seed(options: dict, seed: int) -> dict:
+    return {k: v[seed] if isinstance(v, PerSeed) else v for k, v in options.items()}
 
 
 def argv(options: dict) -> list[str]:
@@ -237,11 +254,11 @@ def plan(study: Study, resolve, host: dict | None = None, scale: float = 1.0) ->
     for suite in study.suites:
         for variant, options in study.variants.items():
             runs += [Run(variant, suite, seed, study.out / variant / slug(suite) / f"seed{seed}",
-                         {**study.common, **options}) for seed in study.seeds]
+                         _for_seed({**study.common, **options}, seed)) for seed in study.seeds]
     if study.baseline is not None:
         games = dict.fromkeys(g for suite in study.suites for g in resolve_games(suite))
         runs += [Run("baseline", game, seed, study.out / "baseline" / slug(game) / f"seed{seed}",
-                     {**study.common, **study.baseline}) for game in games for seed in study.seeds]
+                     _for_seed({**study.common, **study.baseline}, seed)) for game in games for seed in study.seeds]
     for run in runs:
         options = {**(host or {}), **run.options}
         if study.track:
