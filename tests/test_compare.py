@@ -250,3 +250,20 @@ def test_compare_never_writes_into_a_run_and_says_when_it_replaces_a_comparison(
     assert f"mtdqn: replacing the earlier comparison in {tmp_path / 'cmp'}" in again
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["reference"] == "b"
     assert not (tmp_path / "cmp" / "compare_curves.png").exists()  # nothing of the earlier comparison stays
+
+
+def test_training_time_sums_every_segment_of_a_run(tmp_path):
+    # two segments: the clock runs to 20 s, a resume restarts it, it ends at 18 s (the final wall time): 38 s
+    a = report(tmp_path, "a", {"pong": at_hns("pong", [0.2] * 4)})
+    records = [{"perf/elapsed_s": 10.0}, {"train/loss": 1.0}, {"perf/elapsed_s": 20.0}, {"perf/elapsed_s": 5.0},
+               {"perf/elapsed_s": 15.0}, {"perf/wall_time_s": 18.0}]
+    (a / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3] * 4)})
+    (b / "metrics.jsonl").write_text(json.dumps({"perf/elapsed_s": 3600.0}) + "\n")
+    c = report(tmp_path, "c", {"pong": at_hns("pong", [0.4] * 4)})  # no metrics: not timed
+    assert load(str(a)).seconds == pytest.approx(38.0) and load(str(c)).seconds is None
+    result = compare({"x": [load(str(a))], "y": [load(str(b)), load(str(c))]})
+    assert result["training_hours"] == {"x": {"runs": 1, "mean": pytest.approx(38 / 3600), "std": None},
+                                        "y": {"runs": 1, "mean": pytest.approx(1.0), "std": None}}
+    text = mtdqn("compare", a, b, c, "--labels", "x,y,y", "--out", tmp_path / "cmp", cwd=tmp_path).stdout
+    assert "| x | 1 | 0.01 |" in text and "| y | 1 | 1.00 |" in text

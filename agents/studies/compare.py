@@ -43,6 +43,7 @@ class Evaluated:
     # they were cut below the protocol's cap (--max-episode-frames)
     settings: dict[str, str] = field(default_factory=dict)
     capped: bool = False
+    seconds: float | None = None  # wall time `mtdqn train` spent on the run (training_seconds), None if unknown
 
     def score(self, game: str) -> float:
         """The run's score on `game`: the mean of its evaluation episodes."""
@@ -63,6 +64,7 @@ def load_merged(spec: str, label: str | None = None) -> Evaluated:
         merged.hns |= part.hns
     merged.settings = {k: "/".join(dict.fromkeys(p.settings.get(k, "?") for p in parts)) for k in parts[0].settings}
     merged.capped = any(p.capped for p in parts)
+    merged.seconds = None if any(p.seconds is None for p in parts) else sum(p.seconds for p in parts)
     return merged
 
 
@@ -127,7 +129,30 @@ def load(path: str, label: str | None = None) -> Evaluated:
             frames[r["game"]] = r.get("frames")
     run = run_folder(p)
     name = label or (run.name if run else p.parent.name)
-    return Evaluated(name, str(p), frames, scores, curves, *settings(report))
+    return Evaluated(name, str(p), frames, scores, curves, *settings(report), training_seconds(run) if run else None)
+
+
+def training_seconds(run: Path) -> float | None:
+    """Wall time `mtdqn train` spent on a run, every segment summed (a resume restarts the clock, so
+    perf/elapsed_s falls where a segment begins), periodic evaluations included; from its metrics.jsonl,
+    None without one."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    total, segment, last, seen = 0.0, 0.0, -1.0, False
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        t = record.get("perf/wall_time_s", record.get("perf/elapsed_s")) if isinstance(record, dict) else None
+        if not isinstance(t, (int, float)):
+            continue
+        if t < last:  # a new segment
+            total, segment = total + segment, 0.0
+        segment, last, seen = max(segment, t), t, True
+    return total + segment if seen else None
 
 
 def settings(report: dict) -> tuple[dict[str, str], bool]:
@@ -230,12 +255,15 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
     target = aggregate[ref]["iqm"]["value"]
     # time to score: the first periodic evaluation at which a label's IQM over runs matched the reference's
     matched = {l: next((p["frames"] for p in curves[l] if p["value"] >= target), None) for l in others if curves[l]}
+    timed = {l: [r.seconds / 3600 for r in runs if r.seconds is not None] for l, runs in labels.items()}
+    hours = {l: {"runs": len(h), "mean": float(np.mean(h)), "std": float(np.std(h, ddof=1)) if len(h) > 1 else None}
+             for l, h in timed.items() if h}
     return {"reference": ref, "labels": {l: {"runs": len(runs), "sources": [r.source for r in runs]}
                                          for l, runs in labels.items()},
             "games": rows, "frames_per_game": budgets, "aggregates": aggregate,
             "probability_of_improvement": improvement, "pairs": pairs,
             "profiles": {"taus": taus.tolist(), **profiles}, "curves": curves,
-            "frames_to_reference_iqm": matched, "warnings": notes}
+            "frames_to_reference_iqm": matched, "training_hours": hours, "warnings": notes}
 
 
 def setting_notes(labels: dict[str, list[Evaluated]], games: list[str]) -> list[str]:
