@@ -120,8 +120,8 @@ def random_partition(n: int, k: int, seed: int) -> tuple[list[int], int | None]:
         labels = rng.integers(0, k, n)
         if len(set(labels.tolist())) == k:
             return _canonical(labels.tolist()), None
-    raise GroupsError(f"no random partition of {n} games into exactly {k} groups found in 100,000 draws: "
-                      f"ask for fewer --networks")
+    raise GroupsError(f"no random partition of {n} game{'s' * (n != 1)} into exactly {k} group{'s' * (k != 1)} "
+                      f"found in 100,000 draws: ask for fewer --networks")
 
 
 def _partitions(n: int, k: int):
