@@ -46,12 +46,14 @@ VARIANTS = {
 }
 
 
-def random_batch(games: int, per_game: int = 32, n_step: int = 10, seed: int = 0) -> Batch:
+def random_batch(games: int, per_game: int = 32, n_step: int = 10, seed: int = 0, family: str = "ale") -> Batch:
+    """Random transitions of ALE's 84x84 frame stacks, or of MinAtar's 10-channel 0/1 grids."""
     rng = np.random.default_rng(seed)
     size = games * per_game
-    return Batch(obs=rng.integers(0, 256, (size, 4, 84, 84), dtype=np.uint8), action=rng.integers(0, 18, size),
+    shape, high = ((size, 10, 10, 10), 2) if family == "minatar" else ((size, 4, 84, 84), 256)
+    return Batch(obs=rng.integers(0, high, shape, dtype=np.uint8), action=rng.integers(0, 18, size),
                  rewards=rng.random((size, n_step), dtype=np.float32), terminated=rng.random(size) < 0.05,
-                 steps=np.full(size, n_step), next_obs=rng.integers(0, 256, (size, 4, 84, 84), dtype=np.uint8),
+                 steps=np.full(size, n_step), next_obs=rng.integers(0, high, shape, dtype=np.uint8),
                  game=np.repeat(np.arange(games), per_game))
 
 
@@ -60,16 +62,9 @@ def torso_update_ms(num_games: int, batch_size: int, family: str = "ale", repeat
     --budget-ms` prices a group at: the Nature torso on stacks of 84x84 frames for ALE games; for MinAtar the
     paper's torso on 10-channel grids, with the per-game input layer a multi-game MinAtar agent has by default."""
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    n = num_games * batch_size
-    shape = (n, 10, 10, 10) if family == "minatar" else (n, 4, 84, 84)
-    high = 2 if family == "minatar" else 256  # MinAtar's channels are 0/1
-    batch = Batch(obs=rng.integers(0, high, shape, dtype=np.uint8), action=rng.integers(0, 4, n),
-                  rewards=rng.random((n, 3), dtype=np.float32), terminated=np.zeros(n, bool), steps=np.full(n, 3),
-                  next_obs=rng.integers(0, high, shape, dtype=np.uint8),
-                  game=np.repeat(np.arange(num_games), batch_size))
-    network = MultiHeadQNetwork([4] * num_games, **({"torso": "minatar", "adapter": num_games > 1}
-                                                    if family == "minatar" else {}))
+    batch = random_batch(num_games, batch_size, n_step=3, family=family)
+    network = MultiHeadQNetwork([18] * num_games, **({"torso": "minatar", "adapter": num_games > 1}
+                                                     if family == "minatar" else {}))
     learner = DQNLearner(network)
     times = []
     for _ in range(repeats + 1):  # the first update warms up allocations
