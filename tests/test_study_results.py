@@ -1,7 +1,7 @@
 """A study's kept results (`results:` in the study file, agents/studies/results.py): runs that finish are
 copied there as small files; a fresh study folder takes them back as finished and trains only what is
 missing; a kept run of another configuration is refused. `--budget-scale` runs a study file at a fraction of
-its budget in a folder of its own, and `--seeds` runs some of its seeds; the atlas's study file runs so."""
+its budget in a folder of its own, and `--seeds` runs some of its seeds; the atlas's study files run so."""
 
 import os
 import subprocess
@@ -139,3 +139,40 @@ def test_a_folder_for_the_study_file_and_a_bad_results_key_are_one_line(tmp_path
     proc = study(write_study(tmp_path, results=3), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "results must be a folder (relative to the study file), got 3" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_learned_and_grouping_study_files_run_at_a_tiny_budget_and_compare_reads_them(tmp_path):
+    """The atlas's two other study files from the repo, seed 0 at 0.2% of the budget: the learned run writes
+    its gates' overlap (the atlas's third predictor), the random arm trains seed 0's own partition into two
+    torsos, and `mtdqn compare` judges the arms as part 3 does (one run each: no interval, and it says so)."""
+    import json
+
+    import numpy as np
+
+    from mtdqn.agents.studies.atlas_runs import read_overlap
+
+    games = ["minatar/asterix", "minatar/breakout", "minatar/freeway", "minatar/seaquest", "minatar/space_invaders"]
+    for name, runs in (("learned", 1), ("grouping", 2)):
+        proc = study(ROOT / f"studies/atlas/{name}.yaml", "--budget-scale", "0.002", "--seeds", "0", "--jobs", "2",
+                     cwd=tmp_path)
+        assert f"{runs} done, 0 running, 0 left" in proc.stdout
+    learned = tmp_path / "runs/studies/atlas-learned-x0.002/learned/minatar/seed0"
+    overlap = read_overlap(learned / "overlap.csv", games)
+    assert np.allclose(np.diag(overlap), 1.0) and np.allclose(overlap, overlap.T)
+    assert ((overlap >= 0) & (overlap <= 1)).all()
+    grouping = tmp_path / "runs/studies/atlas-grouping-x0.002"
+    file = yaml.safe_load((ROOT / "studies/atlas/grouping.yaml").read_text())
+    config = yaml.safe_load((grouping / "random/minatar/seed0/config.yaml").read_text())
+    assert config["sharing"] == "grouped" and config["groups"] == file["variants"]["random"]["groups"][0]
+    assert yaml.safe_load((grouping / "separate/minatar/seed0/config.yaml").read_text())["sharing"] == "separate"
+    out = tmp_path / "compare"
+    proc = subprocess.run([sys.executable, "-m", "mtdqn.scripts", "compare", str(grouping / "separate/minatar/seed0"),
+                           str(grouping / "random/minatar/seed0"), str(learned), "--labels", "separate,random,learned",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "compare.json").read_text())
+    assert {l: v["runs"] for l, v in result["labels"].items()} == {"separate": 1, "random": 1, "learned": 1}
+    assert set(result["profiles"]) == {"taus", "separate", "random", "learned"} and set(result["training_hours"]) == {
+        "separate", "random", "learned"}
+    assert "no interval" in (out / "compare.md").read_text()
