@@ -143,7 +143,7 @@ def check_one_game(game: str) -> None:
                          f"for MinAtar, mtdqn train --suite {game} --preset minatar-dqn is the DQN baseline")
 
 
-RUN_FILES = ("config.yaml", "command.txt", "metrics.jsonl", "sb3_model.zip", "checkpoints", "evals", "wandb")
+RUN_FILES = ("config.yaml", "command.txt", "machine.jsonl", "metrics.jsonl", "sb3_model.zip", "checkpoints", "evals", "wandb")
 
 
 def interrupted(run_dir: Path, before: set[str] | None, done: dict) -> None:
@@ -167,8 +167,9 @@ def interrupted(run_dir: Path, before: set[str] | None, done: dict) -> None:
 
 
 def start(args: BaselineArgs, run_dir: Path, argv: list[str], done: dict):
-    """The run folder (--force clears the replaced run's results first), its config.yaml and command.txt,
-    and its tracker (W&B with --track, as `mtdqn train`)."""
+    """The run folder (--force clears the replaced run's results first), its config.yaml, command.txt and
+    machine.jsonl, and its tracker (W&B with --track, as `mtdqn train`)."""
+    from mtdqn.agents.core.machine import record_segment
     from mtdqn.agents.core.tracking import Tracker
 
     done["started"] = True
@@ -178,6 +179,7 @@ def start(args: BaselineArgs, run_dir: Path, argv: list[str], done: dict):
     config = {"algorithm": "sb3-dqn", **{k: v for k, v in vars(args).items() if k not in NOT_CONFIG}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run_dir / "command.txt").write_text(shlex.join(["mtdqn", "baseline", *argv]) + "\n")
+    record_segment(run_dir, args.device, args.threads, resumed=False)
     return Tracker.start(run_dir, config, track=args.track, project=args.wandb_project, entity=args.wandb_entity,
                          group=args.wandb_group, job_type="baseline")
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtdqn.agents.studies.compare import CompareError, compare, load, load_merged
 from mtdqn.agents.core.evaluation import summarize, write_report
+from mtdqn.agents.core.machine import cpu_info, name
+from mtdqn.agents.studies.compare import CompareError, compare, load, load_merged
 from mtdqn.envs import PROTOCOLS, reference_scores
 from test_cli import mtdqn
 
@@ -261,9 +262,34 @@ def test_training_time_sums_every_segment_of_a_run(tmp_path):
     b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3] * 4)})
     (b / "metrics.jsonl").write_text(json.dumps({"perf/elapsed_s": 3600.0}) + "\n")
     c = report(tmp_path, "c", {"pong": at_hns("pong", [0.4] * 4)})  # no metrics: not timed
+    # a's segments ran on two machines (machine.jsonl, one line per segment), b's machine is not recorded
+    amd = {"cpu": "AMD EPYC 7B13", "amx": False, "cores": 2}
+    xeon = {"cpu": "Intel(R) Xeon(R) Processor", "amx": True, "cores": 2}
+    (a / "machine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (amd, xeon, amd)))
     assert load(str(a)).seconds == pytest.approx(38.0) and load(str(c)).seconds is None
+    assert load(str(a)).machines == ["AMD EPYC 7B13, 2 cores", "Intel(R) Xeon(R) Processor with AMX, 2 cores"]
     result = compare({"x": [load(str(a))], "y": [load(str(b)), load(str(c))]})
-    assert result["training_hours"] == {"x": {"runs": 1, "mean": pytest.approx(38 / 3600), "std": None},
-                                        "y": {"runs": 1, "mean": pytest.approx(1.0), "std": None}}
+    assert result["training_hours"] == {
+        "x": {"runs": 1, "mean": pytest.approx(38 / 3600), "std": None,
+              "machines": ["AMD EPYC 7B13, 2 cores", "Intel(R) Xeon(R) Processor with AMX, 2 cores"]},
+        "y": {"runs": 1, "mean": pytest.approx(1.0), "std": None, "machines": ["not recorded"]}}
+    assert result["warnings"][-1] == (
+        "the training times come from 2 machines (AMD EPYC 7B13, 2 cores; Intel(R) Xeon(R) Processor with AMX, "
+        "2 cores) and runs whose machine is not recorded: a time is a cost beside another only where both ran on one machine (per label in "
+        "the training time table)")
     text = mtdqn("compare", a, b, c, "--labels", "x,y,y", "--out", tmp_path / "cmp", cwd=tmp_path).stdout
-    assert "| x | 1 | 0.01 |" in text and "| y | 1 | 1.00 |" in text
+    assert ("| x | 1 | 0.01 | AMD EPYC 7B13, 2 cores; Intel(R) Xeon(R) Processor with AMX, 2 cores |" in text
+            and "| y | 1 | 1.00 | not recorded |" in text)
+    (a / "machine.jsonl").write_text(json.dumps(amd) + "\n")
+    (b / "machine.jsonl").write_text(json.dumps(amd) + "\n")  # one machine: no warning
+    result = compare({"x": [load(str(a))], "y": [load(str(b))]})
+    assert not any("machines" in w for w in result["warnings"])
+
+
+def test_the_machine_is_read_from_cpuinfo(tmp_path):
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2 sse\n\n"
+                                      "processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2 sse\n")
+    assert cpu_info(str(tmp_path / "cpuinfo")) == ("AMD EPYC 7B13", False)
+    (tmp_path / "cpuinfo").write_text("model name : Intel(R) Xeon(R) Platinum\nflags : avx512f amx_bf16 amx_tile\n")
+    assert cpu_info(str(tmp_path / "cpuinfo")) == ("Intel(R) Xeon(R) Platinum", True)
+    assert name({"cpu": "X", "amx": False, "cores": 16, "gpu": "NVIDIA H100"}) == "NVIDIA H100"

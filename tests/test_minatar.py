@@ -2,6 +2,7 @@
 input layer, train + evaluate + resume end to end, the protocol recorded, and bad combinations refused."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 pytest.importorskip("minatar")
 
+from mtdqn.agents.core.machine import cpu_info  # noqa: E402
 from mtdqn.agents.core.network import MultiHeadQNetwork  # noqa: E402
 from mtdqn.agents.core.replay import TaskBalancedReplay  # noqa: E402
 from mtdqn.envs import PROTOCOLS, hns  # noqa: E402
@@ -76,6 +78,10 @@ def test_train_evaluate_and_resume_two_minatar_games(tmp_path):
     assert config["protocol"] == "minatar" and config["input_layer"] == "per-game"  # resolved from the games
     resumed = mtdqn("train", "--resume", run, "--frames-per-game", "1500", cwd=tmp_path)
     assert "resuming" in resumed.stderr
+    # each training segment records the machine it ran on (so training times are compared on one machine)
+    segments = [json.loads(line) for line in (run / "machine.jsonl").read_text().splitlines()]
+    assert [(s["resumed"], s["device"], s["threads"]) for s in segments] == [(False, "cpu", 1), (True, "cpu", 1)]
+    assert segments[0]["cpu"] == cpu_info()[0] and segments[0]["cores"] == os.cpu_count()
     report = json.loads(sorted((run / "evals").glob("frames_*/eval.json"))[-1].read_text())  # the resumed run's
     protocol = report["protocol"]
     assert (protocol["name"], protocol["family"], protocol["frameskip"]) == ("minatar", "minatar", 1)

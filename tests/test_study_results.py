@@ -50,8 +50,8 @@ def test_finished_runs_are_kept_as_small_files(kept):
         copy = root / "kept" / "shared" / "minatar-breakout" / f"seed{seed}"
         assert (run / "checkpoints").is_dir()
         assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
-            "command.txt", "config.yaml", "evals/frames_000000300/eval.json", "learning_curves.png", "metrics.jsonl",
-            "train.log"]
+            "command.txt", "config.yaml", "evals/frames_000000300/eval.json", "learning_curves.png", "machine.jsonl",
+            "metrics.jsonl", "train.log"]
         assert (copy / "evals/frames_000000300/eval.json").read_bytes() == \
             (run / "evals/frames_000000300/eval.json").read_bytes()
     assert not list((root / "kept").rglob(".*partial"))

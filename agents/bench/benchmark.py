@@ -22,6 +22,7 @@ from mtdqn.agents.bench.timing import (Rate, build_trainer, iterations_for, loop
                                        raw_stepper, split_blocks)
 from mtdqn.agents.bench import seeds_bench
 from mtdqn.agents.bench.update_cost import VARIANTS, learned_vs_hard, update_costs
+from mtdqn.agents.core.machine import describe, name as machine_name
 from mtdqn.agents.training.build import auto_env_threads
 from mtdqn.agents.training.config import TrainConfig
 from mtdqn.envs import FRAMESKIP, PROTOCOLS, resolve_games, suites
@@ -285,7 +286,7 @@ def settings(opts: BenchOptions, sizes: Sizes) -> dict:
         "quick": opts.quick,
         "sizes": asdict(sizes), "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
         "ale_py": ale_py.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "machine": machine_name(describe()),
         "load_average_start": list(os.getloadavg()),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdqn.agents.core.machine import run_machines
 from mtdqn.envs import hns
 from mtdqn.envs.statistics import aggregates, difference_interval, performance_profiles, probability_of_improvement
 
@@ -44,6 +45,7 @@ class Evaluated:
     settings: dict[str, str] = field(default_factory=dict)
     capped: bool = False
     seconds: float | None = None  # wall time `mtdqn train` spent on the run (training_seconds), None if unknown
+    machines: list[str] = field(default_factory=list)  # what its training segments ran on (machine.jsonl), in words
 
     def score(self, game: str) -> float:
         """The run's score on `game`: the mean of its evaluation episodes."""
@@ -65,6 +67,7 @@ def load_merged(spec: str, label: str | None = None) -> Evaluated:
     merged.settings = {k: "/".join(dict.fromkeys(p.settings.get(k, "?") for p in parts)) for k in parts[0].settings}
     merged.capped = any(p.capped for p in parts)
     merged.seconds = None if any(p.seconds is None for p in parts) else sum(p.seconds for p in parts)
+    merged.machines = list(dict.fromkeys(m for p in parts for m in p.machines))
     return merged
 
 
@@ -129,7 +132,8 @@ def load(path: str, label: str | None = None) -> Evaluated:
             frames[r["game"]] = r.get("frames")
     run = run_folder(p)
     name = label or (run.name if run else p.parent.name)
-    return Evaluated(name, str(p), frames, scores, curves, *settings(report), training_seconds(run) if run else None)
+    return Evaluated(name, str(p), frames, scores, curves, *settings(report), training_seconds(run) if run else None,
+                     run_machines(run) if run else [])
 
 
 def training_seconds(run: Path) -> float | None:
@@ -256,8 +260,17 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
     # time to score: the first periodic evaluation at which a label's IQM over runs matched the reference's
     matched = {l: next((p["frames"] for p in curves[l] if p["value"] >= target), None) for l in others if curves[l]}
     timed = {l: [r.seconds / 3600 for r in runs if r.seconds is not None] for l, runs in labels.items()}
-    hours = {l: {"runs": len(h), "mean": float(np.mean(h)), "std": float(np.std(h, ddof=1)) if len(h) > 1 else None}
-             for l, h in timed.items() if h}
+    machines = {l: list(dict.fromkeys(m for r in runs if r.seconds is not None for m in r.machines or ["not recorded"]))
+                for l, runs in labels.items()}
+    hours = {l: {"runs": len(h), "mean": float(np.mean(h)), "std": float(np.std(h, ddof=1)) if len(h) > 1 else None,
+                 "machines": machines[l]} for l, h in timed.items() if h}
+    every = list(dict.fromkeys(m for l in hours for m in machines[l]))
+    known = [m for m in every if m != "not recorded"]
+    if len(every) > 1:
+        notes.append(f"the training times come from {len(known)} machine{'s' * (len(known) != 1)} "
+                     f"({'; '.join(known)})" + (" and runs whose machine is not recorded" if len(known) < len(every)
+                                               else "") + ": a time is a cost beside another only where both ran "
+                     "on one machine (per label in the training time table)")
     return {"reference": ref, "labels": {l: {"runs": len(runs), "sources": [r.source for r in runs]}
                                          for l, runs in labels.items()},
             "games": rows, "frames_per_game": budgets, "aggregates": aggregate,

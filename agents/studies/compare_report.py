@@ -57,10 +57,10 @@ def markdown(result: dict) -> str:
     if result.get("training_hours"):
         lines += ["", "Training time per run: the wall time of `mtdqn train`, every segment, periodic evaluations "
                   "included (a cost only where the runs shared one machine and load):", "",
-                  "| label | runs timed | hours per run |", "|---|---:|---:|"]
+                  "| label | runs timed | hours per run | machines |", "|---|---:|---:|---|"]
         for l, h in result["training_hours"].items():
             lines.append(f"| {l} | {h['runs']} | {h['mean']:.2f}" + ("" if h["std"] is None else f" ± {h['std']:.2f}")
-                         + " |")
+                         + f" | {'; '.join(h.get('machines', [])) or 'not recorded'} |")
     lines += ["", f"± is the standard deviation over runs. Ratio: {name} / {ref}'s (n/a where the reference is at most "
               f"0.01). Negative transfer: the 95% interval over runs of the game's difference to {ref} lies below 0, "
               "decided with 3+ runs on both sides (an interval over 2 runs covers about half the time: "

@@ -10,7 +10,7 @@ own (DIR/<variant>/<suite>/seed<k>/). Two things follow:
   what finished), ready to commit.
 
 The small files are what a report, `mtdqn compare`, `mtdqn atlas` and a reader need: the configuration,
-the command and log, the metrics, the transfer measurements, the learned gates' overlaps, the learning
+the command, machine and log, the metrics, the transfer measurements, the learned gates' overlaps, the learning
 curves and every evaluation's eval.json. Checkpoints, replay and W&B files stay in the study folder.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 from mtdqn.agents.studies.study import Run, Study, final_evaluation
 from mtdqn.agents.training.run_folder import LOCK
 
-SMALL_FILES = ("config.yaml", "command.txt", "train.log", "metrics.jsonl", "conflict.csv", "learning_curves.png",
-               "gates.csv", "overlap.csv")  # the last two: what `mtdqn sharing RUN` writes of a learned run
+SMALL_FILES = ("config.yaml", "command.txt", "machine.jsonl", "train.log", "metrics.jsonl", "conflict.csv",
+               "learning_curves.png", "gates.csv", "overlap.csv")  # the last two: `mtdqn sharing RUN`'s of a learned run
 
 
 def kept_folder(study: Study, run: Run) -> Path | None:
