@@ -143,7 +143,8 @@ def check_one_game(game: str) -> None:
                          f"for MinAtar, mtdqn train --suite {game} --preset minatar-dqn is the DQN baseline")
 
 
-RUN_FILES = ("config.yaml", "command.txt", "machine.jsonl", "metrics.jsonl", "sb3_model.zip", "checkpoints", "evals", "wandb")
+RUN_FILES = ("config.yaml", "command.txt", "machine.jsonl", "metrics.jsonl", "sb3_model.zip", "checkpoints", "evals",
+             "wandb")
 
 
 def interrupted(run_dir: Path, before: set[str] | None, done: dict) -> None:

@@ -95,8 +95,8 @@ def markdown_table(result: dict) -> str:
                                              for p, x in tr["by_precision"].items())
         + f"; SB3 {tr['sb3']['update_ms']:.1f} ms; {tr['updates_per_step']:g} updates per agent step",
         faster_precision(tr["by_precision"]),
-        f"{s.get('machine', str(s['cpu_count']) + ' CPUs')}; torch {s['torch']}, {s['torch_threads']} torch thread(s), load average "
-        f"{load:.2f} at start; {result['elapsed_s']:.0f} s" + (" (quick)" if s["quick"] else ""),
+        f"{s.get('machine', str(s['cpu_count']) + ' CPUs')}; torch {s['torch']}, {s['torch_threads']} torch "
+        f"thread(s), load average {load:.2f} at start; {result['elapsed_s']:.0f} s" + (" (quick)" if s["quick"] else ""),
     ]
     if "cost_per_seed_vs_separate" in seeds:
         lines.append(f"MinAtar update alone: 1 seed {seeds['one_update_ms']:.1f} ms, {seeds['seeds']} seeds "

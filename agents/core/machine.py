@@ -1,8 +1,8 @@
 """The machine a measurement ran on, in one record: a run's training time and a bench's rates mean something
-only beside others from the same machine. Our own sessions' machines differ (an AMD EPYC without AMX, where
-bf16 updates took 1.35x fp32's time, and Xeons with AMX, where they took 0.63x), so every training segment appends this record to
-its run folder's machine.jsonl, `mtdqn bench` writes it into its settings, and `mtdqn compare` says when the
-training times it sets side by side come from different machines.
+only beside others from the same machine. Our own sessions' machines differ (an AMD EPYC without AMX,
+where bf16 updates took 1.35x fp32's time, and Xeons with AMX, where they took 0.63x), so every training
+segment appends this record to its run folder's machine.jsonl, `mtdqn bench` writes it into its settings,
+and `mtdqn compare` says when the training times it sets side by side come from different machines.
 """
 
 from __future__ import annotations
