@@ -8,10 +8,11 @@ Every matrix is M[source, target], row source, column target (TAG's orientation,
 - cosine[j, i] (gradient cosine) and overlap[j, i] (Jaccard overlap of learned gates) are symmetric.
 So realized.csv is a matrix `mtdqn group --affinity` reads: higher is a game receiving more from a groupmate.
 
-Each cell compares runs, never episodes (docs/statistics.md): the difference of means with a 95% bootstrap
-interval over runs, the pair's runs and the alone runs resampled independently (they are independent runs,
-not paired by seed), and rliable's P(score with the source > score alone) with its interval
-(envs/statistics.py). A cell says helps / hurts only when the interval excludes 0 and each side has 3+ runs.
+Each cell compares runs, never episodes (docs/statistics.md): the difference of means with Welch's 95%
+t-interval over runs (the pair's runs and the alone runs are independent, not paired by seed; a percentile
+bootstrap is too narrow at 3-5 runs a side), Welch's p with a Benjamini-Hochberg q over the atlas's decided
+cells, and rliable's P(score with the source > score alone) with its bootstrap interval (envs/statistics.py).
+A cell says helps / hurts only when the interval excludes 0 and each side has 3+ runs.
 Each predictor's off-diagonal entries are rank-correlated (Spearman) with the realized matrix's; the interval
 resamples runs: the predictor's runs, each game's alone runs and each pair's runs (a pair run whole), each
 group independently (rliable's StratifiedIndependentBootstrap), and recomputes both matrices and rho.
@@ -95,13 +96,27 @@ def compare_cell(target: str, source: str, with_runs: list[Run], alone: list[Run
     if not with_runs:
         return cell
     cell.budget = check_budget(with_runs + alone, f"{target} with {source} against {target} alone")
-    interval = difference_interval(cell.alone_scores, cell.with_scores, reps, seed)
+    interval = difference_interval(cell.alone_scores, cell.with_scores)
     cell.difference = {"value": float(cell.with_scores.mean() - cell.alone_scores.mean()),
-                       "ci_low": None if interval is None else interval[0],
-                       "ci_high": None if interval is None else interval[1]}
+                       "ci_low": None if interval is None else interval.low,
+                       "ci_high": None if interval is None else interval.high,
+                       "p": None if interval is None else interval.p}
     cell.improvement = probability_of_improvement(cell.with_scores[:, None], cell.alone_scores[:, None], reps, seed)
     cell.verdict = verdict(interval, cell.runs)
     return cell
+
+
+def false_discovery(cells: dict, groups: dict) -> None:
+    """Benjamini-Hochberg q beside each decided cell's p (difference["q"]): with 20 pairs and 5 group cells
+    tested at 5%, about one cell would read helps or hurts by chance if nothing transferred; q < 0.05 marks
+    the verdicts that hold with the atlas's false discovery rate at 5%."""
+    from scipy.stats import false_discovery_control
+
+    decided = [c for c in [*cells.values(), *(c for g in groups.values() for c in g)]
+               if c.difference and c.difference.get("p") is not None and min(c.runs) >= MIN_RUNS_TO_DECIDE]
+    if decided:
+        for c, q in zip(decided, false_discovery_control([c.difference["p"] for c in decided])):
+            c.difference["q"] = float(q)
 
 
 def mean_matrix(stack) -> np.ndarray:
@@ -186,6 +201,7 @@ def analyze(runs: Runs, predictors: list[str], since_frames: int = 0, reps: int 
     pairs = {suite: np.array([[r.scores[g] for g in suite] for r in rs]) for suite, rs in runs.shared.items()
              if len(suite) == 2}
     realized = realized_matrix(games, alone, pairs)
+    false_discovery(cells, groups)
     budgets = sorted({c.budget for c in [*cells.values(), *(c for g in groups.values() for c in g)] if c.budget})
     if len(budgets) > 1:
         notes.append("the comparisons are at different budgets (" + ", ".join(f"{b:,}" for b in budgets)

@@ -320,7 +320,7 @@ def game_row(game: str, k: int, labels: dict[str, list[Evaluated]], matrices: di
             continue
         row["ratio"][l] = row["hns"][l] / base if base > 0.01 else None
         interval = difference_interval(scores[ref], scores[l])
-        row["difference_ci"][l] = None if interval is None else list(interval)
+        row["difference_ci"][l] = None if interval is None else [interval.low, interval.high]
         if interval is None:
             row["undecided"].append(l)
         elif min(len(scores[ref]), len(scores[l])) < MIN_RUNS_TO_DECIDE:

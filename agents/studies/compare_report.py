@@ -62,7 +62,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {l} | {h['runs']} | {h['mean']:.2f}" + ("" if h["std"] is None else f" ± {h['std']:.2f}")
                          + f" | {'; '.join(h.get('machines', [])) or 'not recorded'} |")
     lines += ["", f"± is the standard deviation over runs. Ratio: {name} / {ref}'s (n/a where the reference is at most "
-              f"0.01). Negative transfer: the 95% interval over runs of the game's difference to {ref} lies below 0, "
+              f"0.01). Negative transfer: the 95% interval over runs (Welch's) of the game's difference to {ref} lies below 0, "
               "decided with 3+ runs on both sides (an interval over 2 runs covers about half the time: "
               "docs/statistics.md)."]
     return "\n".join(lines) + "\n"
