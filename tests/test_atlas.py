@@ -192,6 +192,8 @@ def error_of(argv: list[str], capsys) -> str:
     ("predictor", ["unknown predictor 'gates': choose from cosine, affinity, overlap"]),
     ("variants", ["runs of", "differ in learning_rate", "--variants"]),
     ("variant", ["--variants nope: no run", "the variants there are learned, shared"]),
+    ("roles", [f"{A}+{B} and {A} alone differ in learning_rate: 0.00025 in", "0.001 in",
+               "differ only in what shares the torso"]),
     ("since", ["conflict.csv has no measurement at or after --since-frames 5,000: lower it"]),
     ("unfinished", ["no finished single-game or hard-sharing run", "1 unfinished"]),
 ])
@@ -213,6 +215,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, c
         run(root, "faster", GAMES, 0, {g: 0.1 for g in GAMES}, learning_rate=0.001)
     elif case == "variant":
         argv += ["--variants", "nope"]
+    elif case == "roles":  # asterix alone at another learning rate than its pairs
+        shutil.rmtree(root / "shared" / "minatar-asterix")
+        for seed in range(3):
+            run(root, "shared", [A], seed, {A: ALONE[A][seed]}, learning_rate=0.001)
     elif case == "since":
         argv += ["--since-frames", "5000"]
     elif case == "unfinished":

@@ -13,7 +13,8 @@ evaluation is unfinished and left out. Roles:
 - any other sharing (separate, grouped, soft) is not hard sharing and is left out, with a note.
 
 Runs pooled as seeds of one configuration (same role, same games) must agree on every option of what is
-learned (study.py's UNCOMPARED and the measuring/logging cadence aside) and have distinct seeds.
+learned (study.py's UNCOMPARED and the measuring/logging cadence aside) and have distinct seeds; a group's
+runs and its games' alone runs must agree on them too, but for the suite and the input layer.
 """
 
 from __future__ import annotations
@@ -173,8 +174,27 @@ def collect(folders: list[str], variants: list[str] | None = None) -> Runs:
             raise AtlasError(f"{'+'.join(games)} has {len(out.shared[games])} run(s) but {lacking[0]} has no finished "
                              f"alone run (a single-game run of it) to compare with: add them (e.g. the suite "
                              f"{lacking[0]} in the study)")
+    for games, group in out.shared.items():
+        for g in games:
+            same_learning(group[0], out.alone[g][0], f"{'+'.join(games)} and {g} alone")
     out.games = sorted({g for g in out.alone} | {g for games in out.shared for g in games})
     return out
+
+
+# what a run with partners and a run alone differ in by their role: the games, and the input layer's default
+ROLE = {"suite", "input_layer"}
+
+
+def same_learning(with_run: Run, alone: Run, what: str) -> None:
+    """A cell compares runs that differ only in what shares the torso: a group's runs and its games' alone
+    runs must agree on every other learning option (a preset or learning rate of their own would be measured
+    as transfer)."""
+    differ = next((k for k in sorted(with_run.options.keys() & alone.options.keys())
+                   if k not in ROLE and with_run.options[k] != alone.options[k]), None)
+    if differ is not None:
+        raise AtlasError(f"{what} differ in {differ}: {with_run.options[differ]!r} in {with_run.folder}, "
+                         f"{alone.options[differ]!r} in {alone.folder}: a cell compares runs that differ only in "
+                         "what shares the torso")
 
 
 def same_configuration(runs: list[Run], what: str) -> None:
