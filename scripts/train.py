@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from mtdqn.agents.core.machine import record_segment
 from mtdqn.agents.training.config import ConfigError, TrainConfig, from_yaml, preset_options
 from mtdqn.agents.training.run_folder import LOCK
 from mtdqn.agents.training.validate import validate
@@ -268,8 +269,7 @@ def main(argv: list[str]) -> None:
 
 
 def start(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, argv: list[str]):
-    """The run folder's config.yaml, command.txt and this segment's line of machine.jsonl (--force first
-    removes everything of the old run), and its tracker."""
+    """config.yaml, command.txt, this segment's machine.jsonl line (--force removes the old run first); the tracker."""
     if args.force and not args.resume and (run_dir / "config.yaml").exists():
         from mtdqn.agents.training.run_folder import replace_contents
 
@@ -279,10 +279,8 @@ def start(cfg: TrainConfig, state: dict | None, run_dir: Path, args: TrainArgs, 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with (run_dir / "command.txt").open("a" if args.resume else "w") as f:
         f.write(shlex.join(["mtdqn", "train", *argv]) + "\n")
-    from mtdqn.agents.core.machine import record_segment
-    from mtdqn.agents.core.tracking import Tracker
-
     record_segment(run_dir, cfg.device, cfg.threads, resumed=bool(args.resume))
+    from mtdqn.agents.core.tracking import Tracker
 
     return Tracker.start(run_dir, cfg.to_dict(), track=cfg.track, project=cfg.wandb_project,
                          entity=cfg.wandb_entity, group=cfg.wandb_group,
