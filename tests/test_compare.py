@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from mtdqn.agents.core.evaluation import summarize, write_report
 from mtdqn.agents.core.machine import cpu_info, name
@@ -167,6 +168,25 @@ def test_negative_transfer_is_decided_over_runs(tmp_path):
     # Welch by hand: difference -0.4, each side's variance 0.0004 over 3 runs, df 4, t(0.975, 4) = 2.776445
     half = 2.776445 * (2 * 0.0004 / 3) ** 0.5
     assert row["difference_ci"]["shared"] == pytest.approx([-0.4 - half, -0.4 + half])
+
+
+def test_each_runs_mean_over_games_is_compared_with_welchs_interval(tmp_path):
+    # two games; per-run means over the games: a 0.3, 0.4, 0.5 (mean 0.4, variance 0.01), b 0.6, 0.8 (mean 0.7,
+    # variance 0.02): difference 0.3, se^2 = 0.01/3 + 0.02/2 = 0.04/3, Welch df = (0.04/3)^2 / ((0.01/3)^2/2 + 0.01^2)
+    def runs(folder, label, means):
+        return [load(str(report(tmp_path / folder / f"s{k}", label, {"pong": at_hns("pong", [m - 0.1] * 4),
+                                                                     "breakout": at_hns("breakout", [m + 0.1] * 4)})))
+                for k, m in enumerate(means)]
+
+    result = compare({"a": runs("x", "a", [0.3, 0.4, 0.5]), "b": runs("y", "b", [0.6, 0.8])})
+    d = result["mean_difference"]["b"]
+    se, df = (0.04 / 3) ** 0.5, (0.04 / 3) ** 2 / ((0.01 / 3) ** 2 / 2 + 0.01 ** 2)
+    half = stats.t.ppf(0.975, df) * se
+    assert (d["value"], d["ci_low"], d["ci_high"]) == pytest.approx((0.3, 0.3 - half, 0.3 + half))
+    assert d["p"] == pytest.approx(2 * stats.t.sf(0.3 / se, df)) and d["runs"] == [2, 3]
+    assert (d["mean"], d["std"]) == pytest.approx((0.7, 0.02 ** 0.5))
+    one = compare({"a": runs("z", "a", [0.3, 0.4]), "b": runs("w", "b", [0.6])})["mean_difference"]["b"]
+    assert one["ci_low"] is None and one["p"] is None and one["value"] == pytest.approx(0.25)
 
 
 def test_the_cli_takes_seeds_per_label_and_says_how_many(tmp_path):
