@@ -112,6 +112,15 @@ def difference_interval(reference, other, level: float = 0.95) -> Difference | N
     return Difference(float(d - t * se), float(d + t * se), p)
 
 
+def difference_summary(reference, other) -> dict:
+    """mean(other) - mean(reference) with Welch's interval and p as a report row's fields (None where either
+    side has one run), the one form `mtdqn compare` and `mtdqn atlas` both write."""
+    d = difference_interval(reference, other)
+    value = float(np.mean(other) - np.mean(reference))
+    return {"value": value, "ci_low": None if d is None else d.low, "ci_high": None if d is None else d.high,
+            "p": None if d is None else d.p}
+
+
 def performance_profiles(matrices: dict[str, np.ndarray], taus, reps: int = 2000, seed: int = 0) -> dict:
     """label -> (fraction of runs x games scoring above each tau, its 95% interval [2, taus]) as rliable's
     score distributions; the interval is None for a label with one run."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from mtdqn.agents.studies.atlas_runs import AtlasError, Run, Runs, check_budget, covering, predictor_matrices
 from mtdqn.agents.studies.compare import MIN_RUNS_TO_DECIDE
-from mtdqn.envs.statistics import difference_interval, interval_estimates, probability_of_improvement
+from mtdqn.envs.statistics import difference_interval, difference_summary, interval_estimates, probability_of_improvement
 
 PREDICTORS = ("cosine", "affinity", "overlap")
 PREDICTOR_TITLES = {"cosine": "gradient cosine", "affinity": "TAG affinity (source -> target)",
@@ -97,10 +97,7 @@ def compare_cell(target: str, source: str, with_runs: list[Run], alone: list[Run
         return cell
     cell.budget = check_budget(with_runs + alone, f"{target} with {source} against {target} alone")
     interval = difference_interval(cell.alone_scores, cell.with_scores)
-    cell.difference = {"value": float(cell.with_scores.mean() - cell.alone_scores.mean()),
-                       "ci_low": None if interval is None else interval.low,
-                       "ci_high": None if interval is None else interval.high,
-                       "p": None if interval is None else interval.p}
+    cell.difference = difference_summary(cell.alone_scores, cell.with_scores)
     cell.improvement = probability_of_improvement(cell.with_scores[:, None], cell.alone_scores[:, None], reps, seed)
     cell.verdict = verdict(interval, cell.runs)
     return cell

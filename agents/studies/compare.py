@@ -18,7 +18,8 @@ import numpy as np
 
 from mtdqn.agents.core.machine import run_machines
 from mtdqn.envs import hns
-from mtdqn.envs.statistics import aggregates, difference_interval, performance_profiles, probability_of_improvement
+from mtdqn.envs.statistics import (aggregates, difference_interval, difference_summary, performance_profiles,
+                                   probability_of_improvement)
 
 # A multi-game run stops when its last game reaches the budget, so the others pass it by a few
 # steps: budgets within this fraction of each other count as one.
@@ -285,10 +286,7 @@ def run_mean_difference(reference: np.ndarray, other: np.ndarray) -> dict:
     """Each run's mean score over the games, one number per run, and the difference of those means to the
     reference's with Welch's 95% interval and p over runs: the comparison of two configurations whose interval
     holds its level at 3-5 runs a side (the bootstrap's of P(A > B) or the IQM do not: docs/statistics.md)."""
-    d = difference_interval(reference, other)
-    return {"value": float(other.mean() - reference.mean()), "ci_low": None if d is None else d.low,
-            "ci_high": None if d is None else d.high, "p": None if d is None else d.p,
-            "runs": [len(other), len(reference)], "mean": float(other.mean()),
+    return {**difference_summary(reference, other), "runs": [len(other), len(reference)], "mean": float(other.mean()),
             "std": float(other.std(ddof=1)) if len(other) > 1 else None}
 
 
