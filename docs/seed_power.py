@@ -5,8 +5,9 @@ and the published DrQ(eps) runs shipped with the package.
 
 1. The seed-to-seed spread (standard deviation over runs of a game's HNS) in our own runs, and in
    DrQ(eps)'s 100 published runs of the same games.
-2. The smallest difference in a game's mean HNS that n seeds per side detect with 80% power (two-sided
-   two-sample t-test at 5%), in units of that spread and in HNS for each measured spread.
+2. The smallest difference in a game's mean HNS that n seeds per side detect with 80% power (Welch's
+   two-sided test at 5%, measured on seeded normal draws: envs/statistics.py detectable_difference), in units
+   of that spread and in HNS for each measured spread.
 3. How often a 95% percentile-bootstrap interval of a mean over n runs covers the true mean (the
    intervals mtdqn prints resample runs this way): too rarely with few runs.
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
 
 from mtdqn.agents.studies.compare import load
 from mtdqn.envs.published import published_runs
 from mtdqn.envs.scores import hns
+from mtdqn.envs.statistics import detectable_difference
 
 RUNS = Path(__file__).parent / "runs"
 # label -> (game, run folders of one configuration at different seeds)
@@ -34,14 +35,6 @@ OURS = {
        for game in ("breakout", "boxing", "qbert")},
 }
 SEEDS = (3, 5, 10)
-
-
-def detectable(n: int, power: float = 0.8, alpha: float = 0.05) -> float:
-    """The standardized difference (in standard deviations) a two-sided two-sample t-test with n runs per
-    side detects with `power`: the noncentrality where the noncentral t passes the critical value."""
-    df, scale = 2 * n - 2, np.sqrt(n / 2)
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    return optimize.brentq(lambda d: stats.nct.sf(critical, df, d * scale) - power, 0.01, 20)
 
 
 def bootstrap_coverage(n: int, trials: int = 4000, reps: int = 1000, seed: int = 0, population=None) -> float:
@@ -69,7 +62,7 @@ def main() -> None:
         runs = hns(game, published_runs("drq-eps")[game])
         spreads[f"DrQ(ε) published {game} (100 runs)"] = float(np.std(runs, ddof=1))
         print(f"| DrQ(ε) published | {game} | 100 | (median {np.median(runs):.3f}) | {np.std(runs, ddof=1):.3f} |")
-    factors = {n: detectable(n) for n in SEEDS}
+    factors = {n: detectable_difference(n, n, 1.0) for n in SEEDS}
     print("\n| spread from | std | " + " | ".join(f"{n} seeds" for n in SEEDS) + " |")
     print("|---|---:|" + "---:|" * len(SEEDS))
     print("| (in standard deviations) | 1 | " + " | ".join(f"{factors[n]:.2f}" for n in SEEDS) + " |")

@@ -20,6 +20,7 @@ from mtdqn.agents.multitask.sharing import GroupsError
 from mtdqn.agents.studies.atlas import analyze, rank_correlation
 from mtdqn.agents.studies.atlas_runs import collect
 from mtdqn.scripts.cli import main
+from mtdqn.envs.statistics import detectable_difference
 from test_cli import mtdqn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,8 @@ def test_every_cell_of_a_complete_atlas_by_hand(complete):
     assert helps.difference["p"] == pytest.approx(2 * stats.t.sf(0.3 / se, 4))
     assert (helps.difference["ci_low"], helps.difference["ci_high"]) == pytest.approx(
         (0.3 - stats.t.ppf(0.975, 4) * se, 0.3 + stats.t.ppf(0.975, 4) * se))
+    # what 3 runs a side at their pooled spread (0.1 on both sides) would find 4 times in 5
+    assert helps.difference["detectable"] == pytest.approx(0.1 * detectable_difference(3, 3, 1.0))
     # q: Benjamini-Hochberg over the 9 decided cells (6 ordered pairs, 3 games of the all-games run), by hand
     decided = [*atlas.cells.values(), *next(iter(atlas.groups.values()))]
     p = np.array([c.difference["p"] for c in decided])
@@ -167,9 +170,9 @@ def test_a_half_done_study_shows_missing_cells_and_one_run_without_an_interval(t
     main(["atlas", str(root), "--out", str(tmp_path / "out"), "--predictors", "affinity", *REPS])
     captured = capsys.readouterr()
     assert "1 unfinished run(s) left out" in captured.err
-    assert f"| {A} | {F} | 1 / 3 | 1,000 | 0.200 | 0.200 ± 0.100 | +0.000 (no interval: 1 run on a side) | - | 0.50 " \
+    assert f"| {A} | {F} | 1 / 3 | 1,000 | 0.200 | 0.200 ± 0.100 | +0.000 (no interval: 1 run on a side) | - | - | 0.50 " \
            "(no interval: 1 run on a side) | no interval (1 run on a side) |" in captured.out
-    assert f"| {B} | {F} | 0 / 3 | - | - | 0.500 ± 0.100 | - | - | - | missing (no runs yet) |" in captured.out
+    assert f"| {B} | {F} | 0 / 3 | - | - | 0.500 ± 0.100 | - | - | - | - | missing (no runs yet) |" in captured.out
     assert "4 of 6 ordered pairs have runs" in captured.out
     assert "| TAG affinity (source -> target) | 3 | 4 | " in captured.out  # 4 cells: A-B both ways, A-F both ways
     with pytest.raises(GroupsError, match="missing or infinite"):  # mtdqn group waits for every cell

@@ -26,7 +26,8 @@ import numpy as np
 
 from mtdqn.agents.studies.atlas_runs import AtlasError, Run, Runs, check_budget, covering, predictor_matrices
 from mtdqn.agents.studies.compare import MIN_RUNS_TO_DECIDE
-from mtdqn.envs.statistics import difference_interval, difference_summary, interval_estimates, probability_of_improvement
+from mtdqn.envs.statistics import (difference_interval, difference_summary, interval_estimates,
+                                   probability_of_improvement)
 
 PREDICTORS = ("cosine", "affinity", "overlap")
 PREDICTOR_TITLES = {"cosine": "gradient cosine", "affinity": "TAG affinity (source -> target)",
@@ -43,7 +44,7 @@ class Cell:
     with_scores: np.ndarray  # the target's final score in each run with the source
     alone_scores: np.ndarray  # its final score in each alone run
     budget: int | None = None
-    difference: dict | None = None  # {"value", "ci_low", "ci_high"}: mean with - mean alone
+    difference: dict | None = None  # mean with - mean alone: statistics.difference_summary's fields
     improvement: dict | None = None  # envs.statistics.probability_of_improvement: P(with > alone)
     verdict: str = MISSING
 

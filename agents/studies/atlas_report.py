@@ -37,8 +37,13 @@ def spread(scores: np.ndarray) -> str:
 def cell_row(first: str, c: Cell) -> str:
     budget = f"{c.budget:,}" if c.budget else "-"
     return (f"| {first} | {c.runs[0]} / {c.runs[1]} | {budget} | {spread(c.with_scores)} | {spread(c.alone_scores)} | "
-            f"{estimate(c.difference)} | {tests(c.difference)} | {estimate(c.improvement, signed=False, digits=2)} | "
-            f"{c.verdict} |")
+            f"{estimate(c.difference)} | {tests(c.difference)} | {detectable(c.difference)} | "
+            f"{estimate(c.improvement, signed=False, digits=2)} | {c.verdict} |")
+
+
+def detectable(d: dict | None) -> str:
+    """The difference the cell's runs would find 4 times in 5 ('-' with a side of 1 run)."""
+    return "-" if not d or d.get("detectable") is None else f"{d['detectable']:.3f}"
 
 
 def tests(d: dict | None) -> str:
@@ -78,14 +83,15 @@ def markdown(atlas: Atlas, command: str) -> str:
 
     lines += matrix_table(atlas.realized, games, realized)
     head = ("| runs with / alone | budget | score with (mean ± std over runs) | alone | difference with - alone "
-            "[95% CI] | p / q | P(with > alone) [95% CI] | verdict |")
-    lines += ["", "| target (scored) | source (trained with) " + head, "|---|---|---:|---:|---:|---:|---|---:|---|---|"]
+            "[95% CI] | p / q | detectable | P(with > alone) [95% CI] | verdict |")
+    lines += ["", "| target (scored) | source (trained with) " + head,
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for (source, target), c in sorted(atlas.cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         lines.append(cell_row(f"{target} | {source}", c))
     for suite, cells in atlas.groups.items():
         which = f"all {len(games)} game{'s' * (len(games) != 1)}" if list(suite) == games else "+".join(suite)
         lines += ["", f"## Each game in the {len(suite)}-game run ({which}) against alone", "",
-                  "| game " + head, "|---|---:|---:|---:|---:|---|---:|---|---|"]
+                  "| game " + head, "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
         lines += [cell_row(c.target, c) for c in cells]
     lines += ["", "## Predictors against realized transfer", ""]
     if atlas.predictors:
@@ -113,6 +119,9 @@ def markdown(atlas: Atlas, command: str) -> str:
               "with 3+ runs a side (pairs and groups together): tested at 5%, about 1 in 20 cells with no transfer "
               "reads helps or hurts by chance; a verdict with q < 0.05 holds with the atlas's false discovery rate "
               "at 5%.",
+              "- detectable: the smallest true difference Welch's test at 5% finds with 80% power with the cell's runs, "
+              "at their pooled spread (measured on seeded normal draws; the spread of 3-5 runs is itself uncertain): a "
+              "no measurable difference rules out differences of about this size, not smaller ones.",
               "- P(with > alone): rliable's probability of improvement, the chance that a run with the source beats a "
               "run alone (ties count half), with its 95% interval over runs.",
               "- verdict: helps / hurts only when the difference's interval excludes 0 with 3+ runs on each side (an "

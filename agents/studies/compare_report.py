@@ -50,13 +50,16 @@ def markdown(result: dict) -> str:
         lines.append(f"| {pair} | {p['runs'][0]} vs {p['runs'][1]} | {format_estimate(p)} |")
     if result.get("mean_difference"):
         lines += ["", f"Each run's mean {name} over the games, against {ref}'s (difference of means over runs, Welch's "
-                  "95% interval and p: the interval that holds its level with 3-5 runs a side):", "",
-                  f"| label | runs vs {ref} | mean per run | difference [95% CI] | p |", "|---|---:|---:|---|---:|"]
+                  "95% interval and p: the interval that holds its level with 3-5 runs a side; detectable: the "
+                  "difference these runs find 4 times in 5 at their pooled spread):", "",
+                  f"| label | runs vs {ref} | mean per run | difference [95% CI] | p | detectable |",
+                  "|---|---:|---:|---|---:|---:|"]
         for l, d in result["mean_difference"].items():
             spread = "" if d["std"] is None else f" ± {d['std']:.3f}"
             p = "-" if d["p"] is None else f"{d['p']:.3f}"
+            detectable = "-" if d.get("detectable") is None else f"{d['detectable']:.3f}"
             lines.append(f"| {l} | {d['runs'][0]} vs {d['runs'][1]} | {d['mean']:.3f}{spread} | "
-                         f"{format_estimate(d)} | {p} |")
+                         f"{format_estimate(d)} | {p} | {detectable} |")
     if result["frames_to_reference_iqm"]:
         target = result["aggregates"][ref]["iqm"]["value"]
         lines += ["", f"Time to score: first periodic evaluation whose IQM over runs >= {ref}'s final IQM ({target:.3f}):",
