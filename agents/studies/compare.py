@@ -286,8 +286,8 @@ def run_mean_difference(reference: np.ndarray, other: np.ndarray) -> dict:
     """Each run's mean score over the games, one number per run, and the difference of those means to the
     reference's with Welch's 95% interval and p over runs: the comparison of two configurations whose interval
     holds its level at 3-5 runs a side (the bootstrap's of P(A > B) or the IQM do not: docs/statistics.md)."""
-    return {**difference_summary(reference, other), "runs": [len(other), len(reference)], "mean": float(other.mean()),
-            "std": float(other.std(ddof=1)) if len(other) > 1 else None}
+    return {**difference_summary(reference, other), "runs": [len(other), len(reference)],
+            "mean": float(other.mean()), "std": float(other.std(ddof=1)) if len(other) > 1 else None}
 
 
 def setting_notes(labels: dict[str, list[Evaluated]], games: list[str]) -> list[str]:
