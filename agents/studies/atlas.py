@@ -26,8 +26,7 @@ import numpy as np
 
 from mtdqn.agents.studies.atlas_runs import AtlasError, Run, Runs, check_budget, covering, predictor_matrices
 from mtdqn.agents.studies.compare import MIN_RUNS_TO_DECIDE
-from mtdqn.envs.statistics import (difference_interval, difference_summary, interval_estimates,
-                                   probability_of_improvement)
+from mtdqn.envs.statistics import difference_summary, interval_estimates, probability_of_improvement
 
 PREDICTORS = ("cosine", "affinity", "overlap")
 PREDICTOR_TITLES = {"cosine": "gradient cosine", "affinity": "TAG affinity (source -> target)",
@@ -97,10 +96,9 @@ def compare_cell(target: str, source: str, with_runs: list[Run], alone: list[Run
     if not with_runs:
         return cell
     cell.budget = check_budget(with_runs + alone, f"{target} with {source} against {target} alone")
-    interval = difference_interval(cell.alone_scores, cell.with_scores)
-    cell.difference = difference_summary(cell.alone_scores, cell.with_scores)
+    cell.difference = d = difference_summary(cell.alone_scores, cell.with_scores)
     cell.improvement = probability_of_improvement(cell.with_scores[:, None], cell.alone_scores[:, None], reps, seed)
-    cell.verdict = verdict(interval, cell.runs)
+    cell.verdict = verdict(None if d["ci_low"] is None else (d["ci_low"], d["ci_high"]), cell.runs)
     return cell
 
 
