@@ -8,8 +8,8 @@ evaluation is unfinished and left out. Roles:
 
 - alone: a single-game run (any variant);
 - shared: a run of 2+ games with --sharing shared (hard sharing): a pair, or a group such as all five;
-- learned: a run of 2+ games with --sharing learned whose folder holds overlap.csv (what `mtdqn sharing RUN`
-  writes from the checkpoint it reads; checkpoints are not committed, overlap.csv is);
+- learned: a run of 2+ games with --sharing learned whose folder holds overlap.csv (the run writes it at every
+  log, `mtdqn sharing RUN` from a checkpoint; checkpoints are not committed, overlap.csv is);
 - any other sharing (separate, grouped, soft) is not hard sharing and is left out, with a note.
 
 Runs pooled as seeds of one configuration (same role, same games) must agree on every option of what is
@@ -149,8 +149,8 @@ def collect(folders: list[str], variants: list[str] | None = None) -> Runs:
     without = [r for r in learned if not (r.folder / "overlap.csv").is_file()]
     gated = [r for r in learned if (r.folder / "overlap.csv").is_file()]
     if without:
-        notes.append(f"{len(without)} --sharing learned run(s) have no overlap.csv (run `mtdqn sharing RUN` on each "
-                     f"while it has its checkpoints), e.g. {without[0].folder}")
+        notes.append(f"{len(without)} --sharing learned run(s) have no overlap.csv (`mtdqn sharing RUN` writes it "
+                     f"from a checkpoint), e.g. {without[0].folder}")
     out = Runs([], notes=notes)
     for r in runs:
         if r.scores is not None and len(r.games) == 1:

@@ -23,7 +23,7 @@ from mtdqn.agents.studies.study import Run, Study, final_evaluation
 from mtdqn.agents.training.run_folder import LOCK
 
 SMALL_FILES = ("config.yaml", "command.txt", "machine.jsonl", "train.log", "metrics.jsonl", "conflict.csv",
-               "learning_curves.png", "gates.csv", "overlap.csv")  # the last two: `mtdqn sharing RUN`'s of a learned run
+               "learning_curves.png", "gates.csv", "overlap.csv")  # the last two: a learned run's gates
 
 
 def kept_folder(study: Study, run: Run) -> Path | None:
