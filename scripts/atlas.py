@@ -22,8 +22,8 @@ class AtlasArgs:
     Single-game runs are the alone reference; 2-game runs with --sharing shared are the pairs.
     A hard-sharing run of 3+ games is compared game by game with alone.
     A hard-sharing run of all the games gives cosine and affinity (its conflict.csv).
-    A --sharing learned run of all the games gives gate overlap, from the overlap.csv that
-    `mtdqn sharing RUN` writes into its folder (checkpoints are not kept, the csv is)."""
+    A finished --sharing learned run of all the games gives gate overlap, from the overlap.csv it writes
+    into its folder at every log (its final gates at its last)."""
     out: str = "runs/atlas"
     """Folder for atlas.md, atlas.json, realized.csv, the predictors' csvs, atlas.png and atlas_scatter.png."""
     predictors: str = "cosine,affinity,overlap"

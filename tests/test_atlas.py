@@ -159,6 +159,17 @@ def test_the_command_writes_a_matrix_mtdqn_group_reads(complete, tmp_path, capsy
     assert best_partition(matrix, 3)[0] == [0, 0, 1]
 
 
+def test_an_unfinished_learned_run_gives_no_gate_overlap(tmp_path):
+    """Its overlap.csv is the gates at its last log, not at its budget: like every run, it counts once finished."""
+    root = study(tmp_path / "s")
+    learned = root / "learned" / "+".join(g.replace("/", "-") for g in GAMES) / "seed0"
+    assert list(collect([str(root)]).learned) == [tuple(GAMES)]
+    shutil.rmtree(learned / "evals")
+    runs = collect([str(root)])
+    assert runs.learned == {}
+    assert any(n.startswith("1 unfinished run(s) left out") and str(learned) in n for n in runs.notes)
+
+
 def test_a_half_done_study_shows_missing_cells_and_one_run_without_an_interval(tmp_path, capsys):
     root = study(tmp_path / "s")
     shutil.rmtree(root / "shared" / "minatar-breakout+minatar-freeway")

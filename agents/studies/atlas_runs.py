@@ -8,8 +8,8 @@ evaluation is unfinished and left out. Roles:
 
 - alone: a single-game run (any variant);
 - shared: a run of 2+ games with --sharing shared (hard sharing): a pair, or a group such as all five;
-- learned: a run of 2+ games with --sharing learned whose folder holds overlap.csv (the run writes it at every
-  log, `mtdqn sharing RUN` from a checkpoint; checkpoints are not committed, overlap.csv is);
+- learned: a finished run of 2+ games with --sharing learned whose folder holds overlap.csv (the run writes it
+  at every log, its final gates at its last; checkpoints are not committed, overlap.csv is);
 - any other sharing (separate, grouped, soft) is not hard sharing and is left out, with a note.
 
 Runs pooled as seeds of one configuration (same role, same games) must agree on every option of what is
@@ -137,7 +137,7 @@ def collect(folders: list[str], variants: list[str] | None = None) -> Runs:
             raise AtlasError(f"--variants {','.join(variants)}: no run of {'it' if len(variants) == 1 else 'them'} "
                              f"under {', '.join(folders)}; the variants there are {', '.join(names)}")
     notes = []
-    unfinished = [r for r in runs if r.scores is None and not (r.sharing == "learned" and len(r.games) > 1)]
+    unfinished = [r for r in runs if r.scores is None]
     if unfinished:
         notes.append(f"{len(unfinished)} unfinished run(s) left out (no final evaluation at their budget yet), e.g. "
                      f"{unfinished[0].folder}")
@@ -145,12 +145,12 @@ def collect(folders: list[str], variants: list[str] | None = None) -> Runs:
     if others:
         notes.append(f"{len(others)} run(s) with --sharing {', '.join(sorted({r.sharing for r in others}))} left out: "
                      "the atlas measures hard sharing")
-    learned = [r for r in runs if len(r.games) > 1 and r.sharing == "learned"]
+    learned = [r for r in runs if len(r.games) > 1 and r.sharing == "learned" and r.scores is not None]
     without = [r for r in learned if not (r.folder / "overlap.csv").is_file()]
     gated = [r for r in learned if (r.folder / "overlap.csv").is_file()]
     if without:
-        notes.append(f"{len(without)} --sharing learned run(s) have no overlap.csv (`mtdqn sharing RUN` writes it "
-                     f"from a checkpoint), e.g. {without[0].folder}")
+        notes.append(f"{len(without)} --sharing learned run(s) have no overlap.csv (a learned run writes it at "
+                     f"every log, `mtdqn sharing RUN` from a checkpoint), e.g. {without[0].folder}")
     out = Runs([], notes=notes)
     for r in runs:
         if r.scores is not None and len(r.games) == 1:
