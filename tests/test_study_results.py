@@ -176,31 +176,3 @@ def test_the_learned_and_grouping_study_files_run_at_a_tiny_budget_and_compare_r
         "random", "learned"}
     assert "no interval" in (out / "compare.md").read_text()
 
-
-def test_the_ale_check_study_runs_at_a_tiny_budget_and_the_atlas_reads_it(tmp_path):
-    """studies/atlas/ale.yaml (part 4) from the repo, seed 0 at 0.1% of its budget: real ALE games, the pair in
-    one agent and each game alone, each run's final evaluation over its (scaled) episodes; `mtdqn atlas` reads
-    the ALE runs as it reads MinAtar's, the pair's cell being its score minus the game's alone score."""
-    import json
-
-    from mtdqn.agents.multitask.grouping import read_affinity
-
-    proc = study(ROOT / "studies/atlas/ale.yaml", "--budget-scale", "0.001", "--seeds", "0", "--jobs", "2",
-                 cwd=tmp_path)
-    assert "3 done, 0 running, 0 left" in proc.stdout
-    out = tmp_path / "runs/studies/atlas-ale-x0.001/shared"
-    config = yaml.safe_load((out / "asterix+space_invaders/seed0/config.yaml").read_text())
-    assert (config["protocol"], config["save_replay"], config["frames_per_game"]) == ("atari100k", True, 400)
-    atlas = subprocess.run([sys.executable, "-m", "mtdqn.scripts", "atlas", str(out), "--predictors", "",
-                            "--out", str(tmp_path / "atlas"), "--reps", "100"], capture_output=True, text=True,
-                           timeout=600)
-    assert atlas.returncode == 0, atlas.stderr
-
-    def score(suite: str, game: str) -> float:
-        report = json.loads((out / suite / "seed0/evals/frames_000000400/eval.json").read_text())
-        return next(g["hns"] for g in report["games"] if g["game"] == game)
-
-    games, realized = read_affinity(str(tmp_path / "atlas/realized.csv"))
-    assert games == ["asterix", "space_invaders"]
-    assert realized[1, 0] == pytest.approx(score("asterix+space_invaders", "asterix") - score("asterix", "asterix"),
-                                           abs=1e-6)
