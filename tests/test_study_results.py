@@ -175,4 +175,3 @@ def test_the_learned_and_grouping_study_files_run_at_a_tiny_budget_and_compare_r
     assert set(result["profiles"]) == {"taus", "random", "learned"} and set(result["training_hours"]) == {
         "random", "learned"}
     assert "no interval" in (out / "compare.md").read_text()
-
