@@ -17,7 +17,7 @@ from scipy import stats
 from mtdqn.agents.multitask import conflict
 from mtdqn.agents.multitask.grouping import best_partition, read_affinity
 from mtdqn.agents.multitask.sharing import GroupsError
-from mtdqn.agents.studies.atlas import analyze, rank_correlation
+from mtdqn.agents.studies.atlas import analyze, rank_correlation, rho_without_each
 from mtdqn.agents.studies.atlas_runs import collect
 from mtdqn.scripts.cli import main
 from mtdqn.envs.statistics import detectable_difference
@@ -130,6 +130,7 @@ def test_predictors_are_averaged_over_measurements_and_runs_and_rank_correlated(
     # sum dx dy = 8, sum dx^2 = 16, sum dy^2 = 17.5
     assert cosine.correlation["value"] == pytest.approx(8 / math.sqrt(16 * 17.5))
     assert cosine.correlation["ci_low"] <= cosine.correlation["value"] <= cosine.correlation["ci_high"]
+    assert cosine.correlation["without"] == dict.fromkeys(GAMES)  # 3 games: 2 cells left without any one
     assert overlap.correlation["ci_low"] is None
     assert overlap.correlation["interval"] == "no interval: 1 run of the predictor"
     assert rank_correlation(np.array([1.0, 2, 3]), np.array([3.0, 2, 1])) == pytest.approx(-1.0)
@@ -296,3 +297,23 @@ def test_the_committed_minatar_runs(tmp_path):
     assert all(m[0] == games for m in means)  # the runs measured the games in the atlas's (sorted) order
     np.testing.assert_allclose(cosine, np.mean([m[1]["cosine"] for m in means], axis=0), rtol=1e-5)
     assert f"| gradient cosine | {len(measured)} | 0 | - | 0 cell(s) with both values" in proc.stdout
+
+
+def test_rho_with_one_game_left_out_uses_only_the_cells_without_it():
+    """4 games: leaving game g out keeps the 6 cells among the other three. The predictor ranks every cell as the
+    realized matrix does except those of game 3, whose cells it reverses: only leaving 3 out gives rho = 1."""
+    games = ["a", "b", "c", "d"]
+    realized = np.arange(16, dtype=float).reshape(4, 4)
+    predictor = realized.copy()
+    predictor[3, :] *= -1
+    predictor[:, 3] *= -1
+    np.fill_diagonal(realized, np.nan)
+    without = rho_without_each(predictor, realized, games)
+    assert without["d"] == pytest.approx(1.0)
+    # without a: cells among b, c, d: realized b>c 6, b>d 7, c>b 9, c>d 11, d>b 13, d>c 14 (ranks 1..6);
+    # the predictor 6, -7, 9, -11, -13, -14 ranks them 4, 3, 5, 2, 1, 0 -> Spearman 1 - 6 sum d^2 / (n (n^2 - 1))
+    x, y = np.array([4, 3, 5, 2, 1, 0]), np.arange(6)
+    assert without["a"] == pytest.approx(1 - 6 * np.sum((x - y) ** 2) / (6 * 35))
+    realized[0, 1] = realized[1, 0] = realized[2, 3] = np.nan  # missing cells drop out; fewer than 3 left: None
+    realized[0, 2] = realized[2, 0] = np.nan
+    assert rho_without_each(predictor, realized, games)["d"] is None

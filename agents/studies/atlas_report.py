@@ -63,6 +63,22 @@ def matrix_table(matrix: np.ndarray, games: list[str], text=None) -> list[str]:
     return lines
 
 
+def without_table(atlas: Atlas) -> list[str]:
+    """Each predictor's rho with one game left out (atlas.rho_without_each), a row per predictor."""
+    rows = {p.name: p.correlation.get("without") for p in atlas.predictors.values() if p.correlation.get("without")}
+    if not rows:
+        return []
+    games = atlas.games
+    lines = ["", "Rho with one game left out (the cells that involve neither its source nor its target; no interval): "
+             "a value far from the whole matrix's means that one game carries the correlation.", "",
+             "| predictor | " + " | ".join(f"without {g}" for g in short_names(games)) + " |",
+             "|---|" + "---:|" * len(games)]
+    for name, without in rows.items():
+        values = ["-" if without[g] is None else f"{without[g]:+.2f}" for g in games]
+        lines.append(f"| {PREDICTOR_TITLES[name]} | " + " | ".join(values) + " |")
+    return lines
+
+
 def markdown(atlas: Atlas, command: str) -> str:
     games, name = atlas.games, score_name(atlas.games)
     present = [c for c in atlas.cells.values() if c.verdict != MISSING]
@@ -102,6 +118,7 @@ def markdown(atlas: Atlas, command: str) -> str:
             r = p.correlation
             rho = "-" if r["value"] is None else estimate(r, digits=2).split(" (")[0]
             lines.append(f"| {PREDICTOR_TITLES[p.name]} | {len(p.runs)} | {r['cells']} | {rho} | {r['interval']} |")
+        lines += without_table(atlas)
         for p in atlas.predictors.values():
             lines += ["", f"{PREDICTOR_TITLES[p.name]}, mean over {len(p.runs)} run(s) of all "
                           f"{len(games)} game{'s' * (len(games) != 1)}:", ""]
