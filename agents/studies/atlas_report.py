@@ -209,9 +209,13 @@ def heatmaps(atlas: Atlas):
     return fig
 
 
+VERDICT_COLORS = {"helps": "C0", "hurts": "C3"}
+
+
 def scatter(atlas: Atlas):
     """Each predictor (x) against realized transfer (y), a point per ordered pair with its 95% interval over
-    runs where it has one; rho and its interval in the title."""
+    runs where it has one, coloured and named where its verdict is helps or hurts; rho with its interval, and
+    its range with one game left out, in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,13 +230,20 @@ def scatter(atlas: Atlas):
                 continue
             d = c.difference
             err = None if d["ci_low"] is None else [[d["value"] - d["ci_low"]], [d["ci_high"] - d["value"]]]
-            ax.errorbar(x, d["value"], yerr=err, fmt="o", color="C0", ecolor="0.6", capsize=2, ms=4)
-            ax.annotate(f"{names[source]}>{names[target]}", (x, d["value"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+            color = VERDICT_COLORS.get(c.verdict, "0.55")
+            ax.errorbar(x, d["value"], yerr=err, fmt="o", color=color, ecolor="0.75", capsize=2, ms=4,
+                        label=c.verdict if c.verdict in VERDICT_COLORS else "interval includes 0, or none")
+            if c.verdict in VERDICT_COLORS:  # only the decided cells are named: the others crowd around 0
+                ax.annotate(f"{names[source]}>{names[target]}", (x, d["value"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points", color=color)
         ax.axhline(0, color="0.5", lw=0.8)
+        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
+        ax.legend(handles.values(), handles.keys(), fontsize=6, loc="lower right")
         r = p.correlation
         rho = "rho undefined" if r["value"] is None else f"rho {estimate(r, digits=2).split(' (')[0]}"
-        ax.set_title(f"{PREDICTOR_TITLES[p.name]}\n{rho}, {r['cells']} cells", fontsize=9)
+        left = [v for v in (r.get("without") or {}).values() if v is not None]
+        left = f"\none game left out: {min(left):+.2f} to {max(left):+.2f}" if left else ""
+        ax.set_title(f"{PREDICTOR_TITLES[p.name]}\n{rho}, {r['cells']} cells{left}", fontsize=9)
         ax.set_xlabel(f"{p.name}, source -> target (mean of {len(p.runs)} run{'s' * (len(p.runs) > 1)})")
     axes[0][0].set_ylabel("realized: score with source - alone")
     fig.tight_layout()
