@@ -93,6 +93,8 @@ def test_every_cell_of_a_complete_atlas_by_hand(complete):
     assert hurts.improvement["value"] == 0.0 and hurts.improvement["ci_high"] == 0.0
     assert helps.verdict == "helps" and 0 < helps.difference["ci_low"] <= 0.3 <= helps.difference["ci_high"]
     assert hurts.verdict == "hurts" and hurts.difference["ci_high"] < 0
+    # relative to the mean alone: A gains 0.3 on 0.2 (+150%), B loses 0.25 on 0.5 (-50%)
+    assert (helps.relative, hurts.relative) == pytest.approx((1.5, -0.5))
     # Welch by hand for B -> A: 0.4-0.6 against 0.1-0.3, each side's variance 0.01 over 3 runs: t = 0.3 / se, df 4
     se = math.sqrt(2 * 0.01 / 3)
     assert helps.difference["p"] == pytest.approx(2 * stats.t.sf(0.3 / se, 4))
@@ -182,9 +184,9 @@ def test_a_half_done_study_shows_missing_cells_and_one_run_without_an_interval(t
     main(["atlas", str(root), "--out", str(tmp_path / "out"), "--predictors", "affinity", *REPS])
     captured = capsys.readouterr()
     assert "1 unfinished run(s) left out" in captured.err
-    assert f"| {A} | {F} | 1 / 3 | 1,000 | 0.200 | 0.200 ± 0.100 | +0.000 (no interval: 1 run on a side) | - | - | 0.50 " \
+    assert f"| {A} | {F} | 1 / 3 | 1,000 | 0.200 | 0.200 ± 0.100 | +0.000 (no interval: 1 run on a side) | +0% | - | - | 0.50 " \
            "(no interval: 1 run on a side) | no interval (1 run on a side) |" in captured.out
-    assert f"| {B} | {F} | 0 / 3 | - | - | 0.500 ± 0.100 | - | - | - | - | missing (no runs yet) |" in captured.out
+    assert f"| {B} | {F} | 0 / 3 | - | - | 0.500 ± 0.100 | - | - | - | - | - | missing (no runs yet) |" in captured.out
     assert "4 of 6 ordered pairs have runs" in captured.out
     assert "| TAG affinity (source -> target) | 3 | 4 | " in captured.out  # 4 cells: A-B both ways, A-F both ways
     with pytest.raises(GroupsError, match="missing or infinite"):  # mtdqn group waits for every cell

@@ -51,6 +51,14 @@ class Cell:
     def runs(self) -> tuple[int, int]:
         return len(self.with_scores), len(self.alone_scores)
 
+    @property
+    def relative(self) -> float | None:
+        """The difference over the game's mean alone (+1.0: the runs with the source score twice the alone
+        runs' mean); None without a difference or without a positive mean alone. The games' scores differ
+        40-fold in scale, so the ALE check ranks its candidate findings by this (docs/atlas.md)."""
+        alone = float(np.mean(self.alone_scores)) if len(self.alone_scores) else 0.0
+        return None if self.difference is None or alone <= 0 else self.difference["value"] / alone
+
 
 @dataclass
 class Predictor:
@@ -240,7 +248,7 @@ def as_json(atlas: Atlas) -> dict:
     def cell(c: Cell) -> dict:
         return {"source": c.source, "target": c.target, "runs_with": c.runs[0], "runs_alone": c.runs[1],
                 "budget": c.budget, "with_scores": c.with_scores.tolist(), "alone_scores": c.alone_scores.tolist(),
-                "difference": c.difference, "probability_of_improvement": c.improvement, "verdict": c.verdict}
+                "difference": c.difference, "relative": c.relative, "probability_of_improvement": c.improvement, "verdict": c.verdict}
 
     return {"games": atlas.games, "orientation": "matrices are [source][target]: row source, column target",
             "realized": matrix(atlas.realized), "cells": [cell(c) for c in atlas.cells.values()],

@@ -27,6 +27,11 @@ def estimate(e: dict | None, signed: bool = True, digits: int = 3) -> str:
     return f"{f(e['value'])} [{f(e['ci_low'])}, {f(e['ci_high'])}]"
 
 
+def percent(x: float | None) -> str:
+    """'+127%', '-' for None; rounded first, so that float noise around 0 is not a '-0%'."""
+    return "-" if x is None else f"{round(x, 2) + 0.0:+.0%}"
+
+
 def spread(scores: np.ndarray) -> str:
     """Mean ± standard deviation over runs ('-' with none, the mean alone with one)."""
     if not len(scores):
@@ -37,7 +42,7 @@ def spread(scores: np.ndarray) -> str:
 def cell_row(first: str, c: Cell) -> str:
     budget = f"{c.budget:,}" if c.budget else "-"
     return (f"| {first} | {c.runs[0]} / {c.runs[1]} | {budget} | {spread(c.with_scores)} | {spread(c.alone_scores)} | "
-            f"{estimate(c.difference)} | {tests(c.difference)} | {detectable(c.difference)} | "
+            f"{estimate(c.difference)} | {percent(c.relative)} | {tests(c.difference)} | {detectable(c.difference)} | "
             f"{estimate(c.improvement, signed=False, digits=2)} | {c.verdict} |")
 
 
@@ -99,15 +104,15 @@ def markdown(atlas: Atlas, command: str) -> str:
 
     lines += matrix_table(atlas.realized, games, realized)
     head = ("| runs with / alone | budget | score with (mean ± std over runs) | alone | difference with - alone "
-            "[95% CI] | p / q | detectable | P(with > alone) [95% CI] | verdict |")
+            "[95% CI] | of alone | p / q | detectable | P(with > alone) [95% CI] | verdict |")
     lines += ["", "| target (scored) | source (trained with) " + head,
-              "|---|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|"]
     for (source, target), c in sorted(atlas.cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         lines.append(cell_row(f"{target} | {source}", c))
     for suite, cells in atlas.groups.items():
         which = f"all {len(games)} game{'s' * (len(games) != 1)}" if list(suite) == games else "+".join(suite)
         lines += ["", f"## Each game in the {len(suite)}-game run ({which}) against alone", "",
-                  "| game " + head, "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
+                  "| game " + head, "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|"]
         lines += [cell_row(c.target, c) for c in cells]
     lines += ["", "## Predictors against realized transfer", ""]
     if atlas.predictors:
@@ -136,6 +141,8 @@ def markdown(atlas: Atlas, command: str) -> str:
               "with 3+ runs a side (pairs and groups together): tested at 5%, about 1 in 20 cells with no transfer "
               "reads helps or hurts by chance; a verdict with q < 0.05 holds with the atlas's false discovery rate "
               "at 5%.",
+              "- of alone: the difference over the game's mean alone (+100%: twice the alone score), the size the ALE "
+              "check ranks findings by, since the games' scores differ 40-fold in scale (docs/atlas.md).",
               "- detectable: the smallest true difference Welch's test at 5% finds with 80% power with the cell's runs, "
               "at their pooled spread (measured on seeded normal draws; the spread of 3-5 runs is itself uncertain): a "
               "no measurable difference rules out differences of about this size, not smaller ones.",
