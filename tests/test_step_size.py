@@ -2,8 +2,9 @@
 layer a game reads moves per update as far as it does in a one-game agent, within [0.8, 1.25], for
 G = 1, 4 and 16 games and every balancer and precision (sharing modes: test_step_size_sharing.py). Two
 seeds are averaged. The bench's table (`python -m mtdqn.agents.bench.step_size`) adds G = 2 and 8; the
-test leaves them out for time (a third of its updates), since a step that grew with G would show at 16. With the games' losses summed into one backward pass and one global clip, the
-torso moved 1.6-2.1 times as far at G = 16 (docs/multitask.md)."""
+test leaves them out for time (a third of its updates), since a step that grew with G would show at 16.
+With the games' losses summed into one backward pass and one global clip, the torso moved 1.6-2.1 times
+as far at G = 16 (docs/multitask.md)."""
 
 import pytest
 import torch

@@ -248,7 +248,8 @@ def as_json(atlas: Atlas) -> dict:
     def cell(c: Cell) -> dict:
         return {"source": c.source, "target": c.target, "runs_with": c.runs[0], "runs_alone": c.runs[1],
                 "budget": c.budget, "with_scores": c.with_scores.tolist(), "alone_scores": c.alone_scores.tolist(),
-                "difference": c.difference, "relative": c.relative, "probability_of_improvement": c.improvement, "verdict": c.verdict}
+                "difference": c.difference, "relative": c.relative, "probability_of_improvement": c.improvement,
+                "verdict": c.verdict}
 
     return {"games": atlas.games, "orientation": "matrices are [source][target]: row source, column target",
             "realized": matrix(atlas.realized), "cells": [cell(c) for c in atlas.cells.values()],
