@@ -157,9 +157,9 @@ def rho_without_each(predictor: np.ndarray, realized: np.ndarray, games: list[st
     20 with 5 games): a jackknife over games that shows whether one game carries the correlation, as a game
     that every partner hurts, and that a predictor sets apart, would. None where fewer than 3 cells remain
     or a side's values are all tied. The matrices are [source, target] means, NaN where missing."""
-    out = {}
+    out, both = {}, ~np.eye(len(games), dtype=bool) & np.isfinite(predictor) & np.isfinite(realized)
     for k, game in enumerate(games):
-        keep = ~np.eye(len(games), dtype=bool) & np.isfinite(predictor) & np.isfinite(realized)
+        keep = both.copy()
         keep[k, :] = keep[:, k] = False
         value = rank_correlation(predictor[keep], realized[keep]) if keep.sum() >= 3 else float("nan")
         out[game] = None if np.isnan(value) else value
