@@ -112,7 +112,9 @@ SETTINGS = {"fp32": ("fp32", "equal", (1, 1, 1), {}), "bf16": ("bf16", "equal", 
 @functools.cache
 def learned_q(setting: str) -> torch.Tensor:
     """Three one-step tasks with different action sets, each rewarding a different action: Q [3 tasks, 9]
-    after 400 updates. Same seeds for every setting, so all see the same data and batches."""
+    after 400 updates. Same seeds for every setting, so all see the same data and batches. The torso is a
+    quarter of Nature's width: what is tested is the learner, and with it each setting's errors stayed as small
+    (at most 0.03 of the reward against 0.04 at full width, bf16 within 0.0013 of fp32) in 0.37x the time."""
     precision, balance, scales, extra = SETTINGS[setting]
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -127,7 +129,7 @@ def learned_q(setting: str) -> torch.Tensor:
             replay.add(g, pattern, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]),
                        np.array([False]))
     popart = balance == "popart"
-    network = MultiHeadQNetwork(ACTION_COUNTS, popart=popart, dueling=extra.get("dueling", False),
+    network = MultiHeadQNetwork(ACTION_COUNTS, popart=popart, width=0.25, dueling=extra.get("dueling", False),
                                 norm=extra.get("norm", "none"))
     learner = DQNLearner(network, learning_rate=5e-4, target_update_period=100, precision=precision, balance=balance,
                          reward_clip=not popart, popart_beta=0.01, random_shift=extra.get("random_shift", 0),

@@ -12,7 +12,8 @@ from test_cli import mtdqn
 TRAIN = ["--suite", "pong,breakout", "--frames-per-game", "2000", "--learning-starts", "1000", "--envs-per-game", "2",
          "--eval-interval", "0", "--eval-episodes", "2", "--checkpoint-interval", "1000", "--log-interval", "500",
          "--max-episode-frames", "800", "--replay-size", "2000", "--target-update-period", "50", "--batch-size", "16",
-         "--conflict-interval", "10", "--conflict-batch-size", "32", "--seed", "3", "--save-replay"]
+         "--conflict-interval", "10", "--conflict-batch-size", "32", "--seed", "3", "--save-replay",
+         "--torso-width", "0.25"]  # what is tested is the plumbing of each mode, not the torso: a quarter is cheaper
 # every sharing mode and every balancer other than the default `equal` (tested in test_cli) appears once
 MODES = {
     "shared-popart": ["--sharing", "shared", "--balance", "popart", "--no-reward-clip"],
