@@ -144,7 +144,8 @@ def test_a_folder_for_the_study_file_and_a_bad_results_key_are_one_line(tmp_path
 def test_the_learned_and_grouping_study_files_run_at_a_tiny_budget_and_compare_reads_them(tmp_path):
     """The atlas's two other study files from the repo, seed 0 at 0.2% of the budget: the learned run writes
     its gates' overlap (the atlas's third predictor), the random arm trains seed 0's own partition into two
-    torsos, and `mtdqn compare` judges the arms as part 3 does (one run each: no interval, and it says so)."""
+    torsos, the realized arm freeway apart from the other four, and `mtdqn compare` judges the arms as part 3
+    does (one run each: no interval, and it says so)."""
     import json
 
     import numpy as np
@@ -152,10 +153,10 @@ def test_the_learned_and_grouping_study_files_run_at_a_tiny_budget_and_compare_r
     from mtdqn.agents.studies.atlas_runs import read_overlap
 
     games = ["minatar/asterix", "minatar/breakout", "minatar/freeway", "minatar/seaquest", "minatar/space_invaders"]
-    for name in ("learned", "grouping"):
+    for name, runs in (("learned", 1), ("grouping", 2)):
         proc = study(ROOT / f"studies/atlas/{name}.yaml", "--budget-scale", "0.002", "--seeds", "0", "--jobs", "2",
                      cwd=tmp_path)
-        assert "1 done, 0 running, 0 left" in proc.stdout
+        assert f"{runs} done, 0 running, 0 left" in proc.stdout
     learned = tmp_path / "runs/studies/atlas-learned-x0.002/learned/minatar/seed0"
     overlap = read_overlap(learned / "overlap.csv", games)
     assert np.allclose(np.diag(overlap), 1.0) and np.allclose(overlap, overlap.T)
@@ -164,6 +165,9 @@ def test_the_learned_and_grouping_study_files_run_at_a_tiny_budget_and_compare_r
     file = yaml.safe_load((ROOT / "studies/atlas/grouping.yaml").read_text())
     config = yaml.safe_load((grouping / "random/minatar/seed0/config.yaml").read_text())
     assert config["sharing"] == "grouped" and config["groups"] == file["variants"]["random"]["groups"][0]
+    config = yaml.safe_load((grouping / "realized/minatar/seed0/config.yaml").read_text())
+    assert config["groups"] == ("minatar/asterix,minatar/breakout,minatar/seaquest,minatar/space_invaders;"
+                                "minatar/freeway")
     out = tmp_path / "compare"
     proc = subprocess.run([sys.executable, "-m", "mtdqn.scripts", "compare", str(grouping / "random/minatar/seed0"),
                            str(learned), "--labels", "random,learned",
