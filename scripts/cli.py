@@ -159,6 +159,28 @@ def was_interrupted() -> bool:
     return _interrupted
 
 
+# Commands whose work is torch's: torch is imported before the command runs, holding Ctrl-C back meanwhile.
+TORCH_COMMANDS = ("train", "evaluate", "bench", "baseline", "sharing")
+
+
+def import_torch() -> None:
+    """Import torch with SIGINT blocked, then let a Ctrl-C that came meanwhile through. A KeyboardInterrupt
+    raised inside torch's C++ module initialization cannot unwind through it: the process aborts with
+    "terminate called after throwing an instance of 'pybind11::error_already_set'" (CI met it with SIGINT
+    0.5 s after a start). Held back, the signal is delivered as the mask is restored, after the import,
+    and ends as any early Ctrl-C does: one line, exit 130."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        import torch  # noqa: F401
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _main(argv)
@@ -185,6 +207,8 @@ def _main(argv: list[str] | None) -> None:
     try:
         import importlib
 
+        if command in TORCH_COMMANDS and not {"-h", "--help"} & set(rest):
+            import_torch()
         importlib.import_module(f"mtdqn.scripts.{command}").main(rest)
     except KeyboardInterrupt:  # before a command's own handling (e.g. while torch loads): nothing was written
         exit_interrupted("interrupted")

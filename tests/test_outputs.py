@@ -120,6 +120,29 @@ def test_a_signal_between_the_two_handler_installs_stops_the_loop(monkeypatch):
     assert trainer.stop_signal == "SIGINT" and signal.getsignal(signal.SIGINT) is caller
 
 
+def test_a_ctrl_c_while_torch_loads_waits_for_the_import_then_interrupts(tmp_path):
+    """SIGINT sent as torch's import starts (a finder on sys.meta_path sends it) is held until torch is
+    wholly loaded, then raised: raised inside the import, it could abort the process from torch's C++
+    initialization (CI: 'terminate called after throwing an instance of pybind11::error_already_set')."""
+    code = (
+        "import os, signal, sys\n"
+        "from mtdqn.scripts import cli\n"
+        "signal.signal(signal.SIGINT, cli._on_sigint)\n"
+        "class SendSigint:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, SendSigint())\n"
+        "try:\n"
+        "    cli.import_torch()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after the import:', 'torch.nn' in sys.modules, cli.was_interrupted())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=source_env())
+    assert proc.returncode == 0 and proc.stdout == "interrupted after the import: True True\n", proc.stderr
+
+
 @pytest.mark.parametrize("when", [0.5, 2.0, 4.0, "started"])
 def test_ctrl_c_at_the_start_leaves_nothing_or_a_resumable_run(tmp_path, when):
     out = tmp_path / "run"
