@@ -159,26 +159,53 @@ def was_interrupted() -> bool:
     return _interrupted
 
 
-# Commands whose work is torch's: torch is imported before the command runs, holding Ctrl-C back meanwhile.
-TORCH_COMMANDS = ("train", "evaluate", "bench", "baseline", "sharing")
+class _HoldSigintWhileTorchLoads:
+    """A finder on sys.meta_path for the first `import torch`, wherever it happens: torch's module runs with
+    SIGINT blocked, and a Ctrl-C that came meanwhile is delivered as the mask is restored, after the import,
+    ending as any early Ctrl-C does (one line, exit 130). Raised inside torch's C++ module initialization, a
+    KeyboardInterrupt cannot unwind: the process aborted with "terminate called after throwing an instance of
+    'pybind11::error_already_set'" (CI met it with SIGINT 0.5 s after a start). A finder, not an import up
+    front, so that help and argument errors still answer without loading torch."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)  # once: the real finders locate torch
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _HeldLoader(spec.loader)
+        return spec
 
 
-def import_torch() -> None:
-    """Import torch with SIGINT blocked, then let a Ctrl-C that came meanwhile through. A KeyboardInterrupt
-    raised inside torch's C++ module initialization cannot unwind through it: the process aborts with
-    "terminate called after throwing an instance of 'pybind11::error_already_set'" (CI met it with SIGINT
-    0.5 s after a start). Held back, the signal is delivered as the mask is restored, after the import,
-    and ends as any early Ctrl-C does: one line, exit 130."""
+class _HeldLoader:
+    """The loader found for torch, its module executed with SIGINT blocked; anything else it is asked, it answers."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        import signal
+
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.loader.exec_module(module)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def hold_sigint_while_torch_loads() -> None:
     import signal
 
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
-        import torch  # noqa: F401
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        import torch  # noqa: F401
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    if "torch" not in sys.modules and hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks
+        sys.meta_path.insert(0, _HoldSigintWhileTorchLoads())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,6 +224,7 @@ def _main(argv: list[str] | None) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
+        hold_sigint_while_torch_loads()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -207,8 +235,6 @@ def _main(argv: list[str] | None) -> None:
     try:
         import importlib
 
-        if command in TORCH_COMMANDS and not {"-h", "--help"} & set(rest):
-            import_torch()
         importlib.import_module(f"mtdqn.scripts.{command}").main(rest)
     except KeyboardInterrupt:  # before a command's own handling (e.g. while torch loads): nothing was written
         exit_interrupted("interrupted")

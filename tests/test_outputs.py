@@ -121,26 +121,29 @@ def test_a_signal_between_the_two_handler_installs_stops_the_loop(monkeypatch):
 
 
 def test_a_ctrl_c_while_torch_loads_waits_for_the_import_then_interrupts(tmp_path):
-    """SIGINT sent as torch's import starts (a finder on sys.meta_path sends it) is held until torch is
-    wholly loaded, then raised: raised inside the import, it could abort the process from torch's C++
-    initialization (CI: 'terminate called after throwing an instance of pybind11::error_already_set')."""
+    """SIGINT sent in the middle of torch's import (a finder sends it as torch.distributed, where CI met it, is
+    looked for) is held until torch's module has run, then raised: raised inside the import, it could abort the
+    process from torch's C++ initialization (CI: 'terminate called after throwing an instance of
+    pybind11::error_already_set'); here, without the hold, it cuts the import before torch.distributed."""
     code = (
         "import os, signal, sys\n"
         "from mtdqn.scripts import cli\n"
         "signal.signal(signal.SIGINT, cli._on_sigint)\n"
         "class SendSigint:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch':\n"
+        "        if name == 'torch.distributed':\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "        return None\n"
+        "cli.hold_sigint_while_torch_loads()\n"
         "sys.meta_path.insert(0, SendSigint())\n"
         "try:\n"
-        "    cli.import_torch()\n"
+        "    import torch\n"
         "except KeyboardInterrupt:\n"
-        "    print('interrupted after the import:', 'torch.nn' in sys.modules, cli.was_interrupted())\n")
+        "    print('interrupted after torch.distributed loaded:', 'torch.distributed' in sys.modules,\n"
+        "          cli.was_interrupted())\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=source_env())
-    assert proc.returncode == 0 and proc.stdout == "interrupted after the import: True True\n", proc.stderr
+    assert proc.returncode == 0 and proc.stdout == "interrupted after torch.distributed loaded: True True\n", proc.stderr
 
 
 @pytest.mark.parametrize("when", [0.5, 2.0, 4.0, "started"])
