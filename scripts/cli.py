@@ -161,8 +161,8 @@ def was_interrupted() -> bool:
 
 class _HoldSigintWhileTorchLoads:
     """A finder on sys.meta_path for the first `import torch`, wherever it happens: torch's module runs with
-    SIGINT blocked, and a Ctrl-C that came meanwhile is delivered as the mask is restored, after the import,
-    ending as any early Ctrl-C does (one line, exit 130). Raised inside torch's C++ module initialization, a
+    SIGINT blocked, and a Ctrl-C that came meanwhile is delivered as the mask is restored, once torch's module
+    has run, ending as any early Ctrl-C does (one line, exit 130). Raised inside torch's C++ module initialization, a
     KeyboardInterrupt cannot unwind: the process aborted with "terminate called after throwing an instance of
     'pybind11::error_already_set'" (CI met it with SIGINT 0.5 s after a start). A finder, not an import up
     front, so that help and argument errors still answer without loading torch."""
@@ -180,7 +180,7 @@ class _HoldSigintWhileTorchLoads:
 
 
 class _HeldLoader:
-    """The loader found for torch, its module executed with SIGINT blocked; anything else it is asked, it answers."""
+    """The loader found for torch, its module run with SIGINT blocked; anything else asked of it, it answers."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -204,7 +204,8 @@ class _HeldLoader:
 def hold_sigint_while_torch_loads() -> None:
     import signal
 
-    if "torch" not in sys.modules and hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks
+    if ("torch" not in sys.modules and hasattr(signal, "pthread_sigmask")  # Windows has no signal masks
+            and not any(isinstance(f, _HoldSigintWhileTorchLoads) for f in sys.meta_path)):
         sys.meta_path.insert(0, _HoldSigintWhileTorchLoads())
 
 

@@ -143,7 +143,8 @@ def test_a_ctrl_c_while_torch_loads_waits_for_the_import_then_interrupts(tmp_pat
         "          cli.was_interrupted())\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=source_env())
-    assert proc.returncode == 0 and proc.stdout == "interrupted after torch.distributed loaded: True True\n", proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted after torch.distributed loaded: True True\n", proc.stderr
 
 
 @pytest.mark.parametrize("when", [0.5, 2.0, 4.0, "started"])
