@@ -7,10 +7,12 @@ import sys
 import numpy as np
 import pytest
 
+from mtdqn.agents.core.evaluation import summarize, write_report
 from mtdqn.agents.studies.compare import compare, load
 from mtdqn.agents.studies.compare_report import markdown
 from mtdqn.agents.training.config import parse_number
 from mtdqn.scripts.bench import faster_precision
+from mtdqn.envs import PROTOCOLS
 from mtdqn.scripts.train import parse
 from test_cli import mtdqn, one_line_error, source_env
 from test_compare import at_hns, report
@@ -64,6 +66,30 @@ def test_compare_does_not_warn_for_the_frames_a_run_overshoots_by(tmp_path):
     a = report(tmp_path, "a", {"pong": at_hns("pong", [0.2, 0.2])}, 75_008)
     b = report(tmp_path, "b", {"pong": at_hns("pong", [0.3, 0.3])}, 75_012)
     assert compare({"a": [load(str(a))], "b": [load(str(b))]})["warnings"] == []
+
+
+def test_a_run_is_at_the_budget_of_its_least_trained_game(tmp_path):
+    """A multi-game MinAtar run stops once every game has its budget, and its games with long episodes pass
+    it (a reset step counts no frame): the five-game atlas runs ended with freeway at 106,350 and breakout at
+    100,000. Against a one-game run at 100,000 that is one budget, whichever games are compared; per game the
+    table keeps what each got."""
+    scores = {"minatar/breakout": [3.0, 5.0], "minatar/freeway": [20.0, 24.0]}
+    out = tmp_path / "shared/evals/frames_000100000"
+    write_report(summarize({g: np.array(s) for g, s in scores.items()}, protocol=PROTOCOLS["minatar"], epsilon=0.0,
+                           frames={"minatar/breakout": 100_000, "minatar/freeway": 106_350}), out)
+    alone = tmp_path / "alone/evals/frames_000100000"
+    write_report(summarize({"minatar/freeway": np.array([30.0, 28.0])}, protocol=PROTOCOLS["minatar"], epsilon=0.0,
+                           frames={"minatar/freeway": 100_000}), alone)
+    result = compare({"alone": [load(str(tmp_path / "alone"))], "shared": [load(str(tmp_path / "shared"))]})
+    assert result["warnings"] == ["minatar/breakout is not in every run (missing from alone): dropped from the comparison"]
+    assert result["frames_per_game"] == {"alone": "100,000", "shared": "100,000"}
+    assert result["games"][0]["frames"] == {"alone": 100_000, "shared": 106_350}
+    half = tmp_path / "half/evals/frames_000050000"
+    write_report(summarize({"minatar/freeway": np.array([9.0, 11.0])}, protocol=PROTOCOLS["minatar"], epsilon=0.0,
+                           frames={"minatar/freeway": 53_000}), half)
+    assert compare({"half": [load(str(tmp_path / "half"))], "shared": [load(str(tmp_path / "shared"))]})[
+        "warnings"][1:] == ["the runs were trained for different frames per game (half 53,000; shared 100,000): "
+                        "their scores are not at one budget"]
 
 
 def test_bench_says_which_precision_is_faster_here():

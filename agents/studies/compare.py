@@ -240,8 +240,10 @@ def compare(labels: dict[str, list[Evaluated]], reference: str | None = None) ->
     notes = [f"{g} is not in every run (missing from {', '.join(dict.fromkeys(r.label for r in everyone if g not in r.hns))}): "
              "dropped from the comparison" for g in dict.fromkeys(g for r in everyone for g in r.hns) if g not in games]
     notes += setting_notes(labels, games)
-    budgets = {l: frames_per_game(runs, games) for l, runs in labels.items()}
-    trained = [max(known) for r in everyone if (known := {r.frames.get(g) for g in games} - {None})]
+    budgets = {l: frames_per_game(runs) for l, runs in labels.items()}
+    # A run's budget is its least-trained game's frames: training stops once every game has its budget, and
+    # a multi-game MinAtar run's other games pass it (a reset step counts no frame: docs/minatar.md).
+    trained = [min(known) for r in everyone if (known := set(r.frames.values()) - {None})]
     if trained and max(trained) > (1 + BUDGET_SLACK) * min(trained):
         notes.append("the runs were trained for different frames per game ("
                      + "; ".join(f"{l} {b}" for l, b in budgets.items()) + "): their scores are not at one budget")
@@ -361,10 +363,10 @@ def _near(points: list[tuple[int, float]], frames: int) -> float | None:
     return min(close)[1] if close else None
 
 
-def frames_per_game(runs: list[Evaluated], games: list[str]) -> str:
-    """The frames per game some runs were trained for on the compared games, as text: '400,000', or
-    '100,000-400,000' if they differ, '?' if their reports do not say."""
-    known = sorted({r.frames.get(g) for r in runs for g in games} - {None})
+def frames_per_game(runs: list[Evaluated]) -> str:
+    """The frames per game some runs were trained for (each run's least-trained game, compared or not), as
+    text: '400,000', or '100,000-400,000' if they differ, '?' if their reports do not say."""
+    known = sorted({min(f) for r in runs if (f := set(r.frames.values()) - {None})})
     if not known:
         return "?"
     return f"{known[0]:,}" if len(known) == 1 else f"{known[0]:,}-{known[-1]:,}"
