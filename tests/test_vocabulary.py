@@ -11,8 +11,8 @@ from mtdqn.agents.core.evaluation import summarize, write_report
 from mtdqn.agents.studies.compare import compare, load
 from mtdqn.agents.studies.compare_report import markdown
 from mtdqn.agents.training.config import parse_number
-from mtdqn.scripts.bench import faster_precision
 from mtdqn.envs import PROTOCOLS
+from mtdqn.scripts.bench import faster_precision
 from mtdqn.scripts.train import parse
 from test_cli import mtdqn, one_line_error, source_env
 from test_compare import at_hns, report
